@@ -1,0 +1,32 @@
+# Two entry points: `make serve` (set up, then run the server on the embedded default)
+# and `make test` (set up, then run the test suite). Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup serve test lint bench
+
+setup: $(STAMP)
+
+# torch first, from the CPU file on disk, so nothing pulls a CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[default-models,dev]'
+	touch $(STAMP)
+
+serve: setup
+	$(BIN)/polyseek serve --host $(HOST) --port $(PORT)
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/embed_throughput.py

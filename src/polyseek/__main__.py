@@ -1,0 +1,3 @@
+from polyseek.cli import app
+
+app()

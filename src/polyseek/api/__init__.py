@@ -1,0 +1,1 @@
+"""HTTP layer: schemas, routes, errors, auth, limits (knows the runtime, never tensors)."""

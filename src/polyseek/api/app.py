@@ -1,0 +1,73 @@
+"""The FastAPI application: settings, lifespan (background model loading), routes."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from polyseek import __version__
+from polyseek.api import embeddings, models
+from polyseek.api.auth import require_api_key
+from polyseek.api.errors import error_response, install_error_handlers
+from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
+from polyseek.runtime.batcher import BatchLimits
+from polyseek.runtime.metrics import Metrics
+from polyseek.runtime.registry import DEFAULT_SPEC, ModelRegistry, ModelSpec
+
+
+@dataclass
+class ServerSettings:
+    models: list[ModelSpec] = field(default_factory=lambda: [DEFAULT_SPEC])
+    api_keys: frozenset[str] = frozenset()
+    max_inputs: int = 2048  # inputs per request
+    max_body_bytes: int = 16 * 1024 * 1024
+    batch: BatchLimits = field(default_factory=BatchLimits)
+
+
+def create_app(settings: ServerSettings | None = None,
+               registry: ModelRegistry | None = None) -> FastAPI:
+    """The server app; models start loading when it starts, requests are served at once."""
+    settings = settings or ServerSettings()
+    metrics = registry.metrics if registry else Metrics()
+    registry = registry or ModelRegistry(settings.models, settings.batch, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        registry.load_in_background()
+        yield
+        registry.close()
+
+    app = FastAPI(title="polyseek", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.started = int(time.time())
+    install_error_handlers(app)
+
+    for router in (embeddings.router, models.router):
+        app.include_router(router, prefix="/v1", dependencies=[Depends(require_api_key)])
+
+    @app.get("/health")
+    async def health() -> Response:
+        loading = [n for n, e in registry.entries.items() if e.state == "loading"]
+        failed = {n: e.error for n, e in registry.entries.items() if e.state == "failed"}
+        if failed:
+            names = ", ".join(f"{n} ({err})" for n, err in failed.items())
+            return error_response(503, f"Model failed to load: {names}", "model_failed")
+        if loading:
+            message = f"Model is loading, please retry in a few seconds: {', '.join(loading)}"
+            return error_response(503, message, "model_loading")
+        return JSONResponse({"status": "ok", "models": registry.names})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(PrometheusMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,49 @@
+"""POST /v1/embeddings: Jina's contract, and OpenAI's request form."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from polyseek.api.schemas import EmbeddingsRequest, EmbeddingsResponse
+from polyseek.errors import InputTooLarge
+from polyseek.runtime.encoding import encode_embedding
+from polyseek.runtime.registry import ModelRegistry
+
+router = APIRouter()
+
+
+class NumpyJSONResponse(Response):
+    """JSON rendered by orjson, numpy arrays included (no per-float Python objects)."""
+
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse)
+async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+    registry: ModelRegistry = request.app.state.registry
+    engine = registry.engine(body.model)
+    max_inputs = request.app.state.settings.max_inputs
+    if len(body.input) > max_inputs:
+        raise InputTooLarge(f"{len(body.input)} inputs; at most {max_inputs} per request")
+    result = await engine.embed(
+        body.items(),
+        task=body.task,
+        dimensions=body.dimensions,
+        normalized=body.normalized,
+        truncate=body.truncate,
+        late_chunking=body.late_chunking,
+        multivector=body.return_multivector,
+    )
+    key = "embeddings" if body.return_multivector else "embedding"
+    data = [
+        {"object": "embedding", "index": i, key: encode_embedding(vector, body.embedding_type)}
+        for i, vector in enumerate(result.vectors)
+    ]
+    usage = {"total_tokens": result.n_tokens, "prompt_tokens": result.n_tokens}
+    return NumpyJSONResponse({"model": body.model, "object": "list", "data": data,
+                              "usage": usage})

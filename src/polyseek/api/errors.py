@@ -1,0 +1,82 @@
+"""Errors as data: each polyseek error class has one status and one JSON shape.
+
+422 keeps FastAPI's validation shape ({"detail": [...]}); every other error is
+{"error": {"message", "type", "code"}}, the shape OpenAI's and Jina's clients read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from polyseek.errors import (
+    InputTooLarge,
+    InvalidInput,
+    ModelLoading,
+    Overloaded,
+    PolyseekError,
+    UnknownModel,
+)
+
+log = logging.getLogger("polyseek.api")
+
+# error class -> (status, type)
+_STATUS: dict[type[PolyseekError], tuple[int, str]] = {
+    UnknownModel: (400, "model_not_found"),
+    InputTooLarge: (413, "input_too_large"),
+    Overloaded: (429, "overloaded"),
+    ModelLoading: (503, "model_loading"),
+}
+_RETRY_AFTER = {429: "1", 503: "5"}
+_HTTP_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               413: "request_too_large"}
+
+
+def error_response(status: int, message: str, kind: str, headers: dict | None = None):
+    headers = dict(headers or {})
+    if status in _RETRY_AFTER:
+        headers.setdefault("Retry-After", _RETRY_AFTER[status])
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def validation_response(message: str, loc: tuple) -> JSONResponse:
+    detail = [{"type": "value_error", "loc": ["body", *loc], "msg": message}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _polyseek_error(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidInput):
+        return validation_response(str(exc), exc.loc)
+    for cls, (status, kind) in _STATUS.items():
+        if isinstance(exc, cls):
+            return error_response(status, str(exc), kind)
+    return error_response(400, str(exc), "invalid_request_error")
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, str(exc.detail), kind, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PolyseekError, _polyseek_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

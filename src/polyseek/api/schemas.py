@@ -1,0 +1,141 @@
+"""Request and response schemas: Jina's /v1/embeddings, which OpenAI's form is a subset of."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from polyseek.inputs.items import ImageItem, Item, TextItem, is_image_string
+from polyseek.runtime.encoding import EmbeddingType
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextInput(_Strict):
+    text: str
+
+
+class ImageInput(_Strict):
+    image: str = Field(description="http(s) URL, data URI or base64 image bytes")
+
+
+class UrlInput(_Strict):
+    url: str = Field(description="http(s) URL of an image")
+
+
+class BytesInput(_Strict):
+    bytes: str = Field(description="base64 image bytes")
+
+
+InputObject = TextInput | ImageInput | UrlInput | BytesInput
+
+
+def to_item(value: str | InputObject) -> Item:
+    if isinstance(value, str):
+        return ImageItem(value) if is_image_string(value) else TextItem(value)
+    if isinstance(value, TextInput):
+        return TextItem(value.text)
+    if isinstance(value, ImageInput):
+        return ImageItem(value.image)
+    if isinstance(value, UrlInput):
+        return ImageItem(value.url)
+    return ImageItem(value.bytes)
+
+
+class EmbeddingsRequest(BaseModel):
+    """Jina's embeddings request; OpenAI's (input, model, dimensions, encoding_format) fits it."""
+
+    model: str
+    input: list[str | InputObject] = Field(
+        description="a string, an object, or a list of strings and objects"
+    )
+    task: str | None = None
+    dimensions: int | None = Field(None, ge=1, description="Matryoshka truncation")
+    embedding_type: EmbeddingType | list[EmbeddingType] = Field(
+        "float",
+        validation_alias=AliasChoices("embedding_type", "encoding_type", "encoding_format"),
+    )
+    normalized: bool = Field(True, description="L2-normalise (after truncation)")
+    truncate: bool = Field(False, description="cut inputs over the context instead of failing")
+    late_chunking: bool = False
+    return_multivector: bool = False
+    user: str | None = Field(None, description="accepted for OpenAI compatibility, unused")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> Any:
+        if isinstance(value, str | dict):
+            value = [value]
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("input must not be empty")
+            if any(isinstance(v, (int, list)) for v in value):
+                raise ValueError("token-id input is not supported; send the text itself")
+            for i, v in enumerate(value):
+                if v == "" or (isinstance(v, dict) and v.get("text") == ""):
+                    raise ValueError(f"input[{i}] is empty")
+        return value
+
+    @field_validator("embedding_type")
+    @classmethod
+    def _nonempty_types(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("embedding_type list must not be empty")
+        return value
+
+    def items(self) -> list[Item]:
+        return [to_item(v) for v in self.input]
+
+
+EncodedVector = list[float] | list[int] | str
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: EncodedVector | dict[str, EncodedVector] | None = None
+    embeddings: list[EncodedVector] | dict[str, list[EncodedVector]] | None = Field(
+        None, description="per-token vectors, when return_multivector is set"
+    )
+
+
+class Usage(BaseModel):
+    total_tokens: int
+    prompt_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    model: str
+    object: Literal["list"] = "list"
+    data: list[EmbeddingObject]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """OpenAI's model object plus the declared capabilities."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "polyseek"
+    status: Literal["loading", "ready", "failed"]
+    capabilities: dict[str, Any] | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,134 @@
+"""`polyseek` command line: serve, models, embed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI-compatible APIs",
+                  no_args_is_help=True, add_completion=False)
+
+ModelOption = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="NAME=SOURCE (directory, bundled package or hub id); "
+                 "repeatable. Default: the bundled all-MiniLM-L6-v2 as minilm-l6-v2."),
+]
+
+
+def _specs(models: list[str] | None):
+    """Parse --model values; go offline unless a source can only come from the hub."""
+    if not any(_is_hub_id(m.partition("=")[2] or m) for m in models or []):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from polyseek.runtime.registry import DEFAULT_SPEC, ModelSpec
+
+    try:
+        return [ModelSpec.parse(m) for m in models] if models else [DEFAULT_SPEC]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from exc
+
+
+def _is_hub_id(source: str) -> bool:
+    return source.count("/") == 1 and not Path(source).expanduser().exists()
+
+
+@app.command()
+def serve(
+    models: ModelOption = None,
+    host: Annotated[str | None, typer.Option(
+        help="Default 127.0.0.1; 0.0.0.0 when API keys are configured")] = None,
+    port: int = 8080,
+    api_key: Annotated[list[str] | None, typer.Option(
+        "--api-key", help="require 'Authorization: Bearer KEY' on /v1/*; repeatable "
+        "(also POLYSEEK_API_KEYS, comma-separated)")] = None,
+    max_batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward pass")] = 16384,
+    max_inputs: Annotated[int, typer.Option(help="inputs per request")] = 2048,
+    max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB")] = 16.0,
+    log_level: str = "info",
+) -> None:
+    """Run the HTTP server. It accepts connections at once; models load in the background."""
+    specs = _specs(models)
+    import uvicorn
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.batcher import BatchLimits
+
+    keys = set(api_key or [])
+    keys |= {k.strip() for k in os.environ.get("POLYSEEK_API_KEYS", "").split(",") if k.strip()}
+    settings = ServerSettings(
+        models=specs,
+        api_keys=frozenset(keys),
+        max_inputs=max_inputs,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        batch=BatchLimits(max_batch_tokens=max_batch_tokens),
+    )
+    host = host or ("0.0.0.0" if keys else "127.0.0.1")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command("models")
+def list_models(
+    models: ModelOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Load the models and print their declared capabilities."""
+    specs = _specs(models)
+    from rich.console import Console
+    from rich.table import Table
+
+    from polyseek.models import load_model
+
+    cards = []
+    for spec in specs:
+        caps = load_model(spec.source, name=spec.name).capabilities
+        cards.append({"id": spec.name, "source": spec.source, "capabilities": caps.as_dict()})
+    if as_json:
+        typer.echo(json.dumps(cards, indent=2))
+        return
+    table = Table("model", "kind", "modalities", "tasks", "dim", "dimensions", "max tokens",
+                  "multivector", "source")
+    for card in cards:
+        c = card["capabilities"]
+        table.add_row(card["id"], c["kind"], ",".join(c["modalities"]),
+                      ",".join(c["tasks"]) or "-", str(c["dim"]), f"{c['min_dim']}-{c['dim']}",
+                      str(c["max_tokens"]), "yes" if c["multivector"] else "no", card["source"])
+    Console().print(table)
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="texts to embed; read from stdin, one per line, when none are given")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="NAME=SOURCE or SOURCE (default: bundled MiniLM)")] = None,
+    task: Annotated[str | None, typer.Option(help="task, if the model declares tasks")] = None,
+    dimensions: Annotated[int | None, typer.Option(help="Matryoshka truncation")] = None,
+    normalize: Annotated[bool, typer.Option(help="L2-normalise")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+) -> None:
+    """Embed texts in-process and print one vector per line (or JSON)."""
+    (spec,) = _specs([model] if model else None)
+    if not texts:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise typer.BadParameter("no texts given (arguments or stdin)")
+    from polyseek.errors import PolyseekError
+    from polyseek.models import load_model
+
+    encoder = load_model(spec.source, name=spec.name)
+    try:
+        vectors = encoder.encode(texts, task=task, truncate_dim=dimensions, normalize=normalize)
+    except PolyseekError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        rows = [{"index": i, "text": t, "embedding": v.tolist()}
+                for i, (t, v) in enumerate(zip(texts, vectors, strict=True))]
+        typer.echo(json.dumps({"model": spec.name, "data": rows}))
+    else:
+        for vector in vectors:
+            typer.echo(" ".join(f"{x:.6g}" for x in vector))

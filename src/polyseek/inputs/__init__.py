@@ -1,0 +1,1 @@
+"""Input items as the runtime sees them: text or an image reference."""

@@ -1,0 +1,145 @@
+"""The model contract: declared capabilities, the `Embedder` protocol, shared pooling math."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from polyseek.errors import InvalidInput
+from polyseek.inputs.items import Item
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, declared once at load time (never discovered by trial)."""
+
+    kind: str  # "embedding"
+    family: str  # e.g. "hf-encoder"
+    modalities: tuple[str, ...] = ("text",)
+    tasks: tuple[str, ...] = ()
+    dim: int = 0
+    min_dim: int = 0  # smallest `dimensions` accepted
+    matryoshka_dims: tuple[int, ...] = ()  # trained truncation points, empty if none
+    max_tokens: int = 0
+    multivector: bool = False
+    multivector_dim: int | None = None
+    pooling: str = "mean"
+    extras: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def check_task(self, task: str | None) -> None:
+        """A task must be one the model declares; a model without tasks takes none."""
+        if task is None or task in self.tasks:
+            return
+        if not self.tasks:
+            raise InvalidInput(f"this model has no tasks; omit 'task' (got {task!r})", ("task",))
+        valid = ", ".join(self.tasks)
+        raise InvalidInput(f"unknown task {task!r}; valid tasks: {valid}", ("task",))
+
+    def check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is None:
+            return
+        if not self.min_dim <= dimensions <= self.dim:
+            raise InvalidInput(
+                f"dimensions must be between {self.min_dim} and {self.dim} for this model "
+                f"(got {dimensions})",
+                ("dimensions",),
+            )
+
+    def check_multivector(self, multivector: bool) -> None:
+        if multivector and not self.multivector:
+            raise InvalidInput(
+                "this model has no multi-vector output; omit 'return_multivector'",
+                ("return_multivector",),
+            )
+
+
+@dataclass
+class EncodeJob:
+    """One sequence for one forward pass.
+
+    `spans` set: return one mean-pooled vector per (start, end) token span (late chunking).
+    `multivector` set: return every token's vector. Neither: the model's own pooling.
+    """
+
+    ids: list[int]
+    task: str | None = None
+    spans: list[tuple[int, int]] | None = None
+    multivector: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    capabilities: Capabilities
+
+    def encode(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate_dim: int | None = None,
+        multivector: bool = False,
+    ) -> list[np.ndarray]: ...
+
+    def prepare(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate: bool = True,
+        late_chunking: bool = False,
+        multivector: bool = False,
+    ) -> list[EncodeJob]: ...
+
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
+
+
+def plan_batches(
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int
+) -> list[list[int]]:
+    """Group item indices into batches sorted by length, each within a padded-token budget.
+
+    A batch's cost is len(batch) * longest member (what padding makes it cost); a single item
+    longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # sorted ascending, so lengths[i] is the longest member if i joins
+        if current and ((len(current) + 1) * lengths[i] > max_batch_tokens
+                        or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def per_input(jobs: Sequence[EncodeJob], outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Flatten job outputs to one array per input: a late-chunking job yields one per span."""
+    vectors: list[np.ndarray] = []
+    for job, out in zip(jobs, outputs, strict=True):
+        vectors.extend(out if job.spans is not None else [out])
+    return vectors
+
+
+def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka truncation to the first `dim` components, then optional L2 normalisation.
+
+    vectors: [..., D] -> [..., dim]
+    """
+    if dim is not None:
+        vectors = vectors[..., :dim]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Serving runtime: model registry, dynamic batching, output encodings, metrics."""

@@ -1,0 +1,111 @@
+"""Dynamic batching: concurrent requests share token-budget forward passes on one worker.
+
+Requests enqueue their jobs and await futures. The worker thread takes everything queued,
+groups it by task, sorts by length and cuts batches whose padded size (members x longest)
+stays within `max_batch_tokens`, so long and short inputs never pad each other much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from itertools import groupby
+
+import numpy as np
+
+from polyseek.errors import Overloaded
+from polyseek.models.base import Embedder, EncodeJob, plan_batches
+from polyseek.runtime.metrics import Metrics
+
+
+@dataclass
+class BatchLimits:
+    max_batch_tokens: int = 16384  # padded tokens per forward pass
+    max_batch_size: int = 256  # sequences per forward pass
+    max_queue: int = 16384  # sequences waiting; beyond it new requests get Overloaded
+
+
+@dataclass
+class _Pending:
+    job: EncodeJob
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class Batcher:
+    def __init__(self, model: Embedder, name: str, limits: BatchLimits, metrics: Metrics):
+        self.model = model
+        self.name = name
+        self.limits = limits
+        self.metrics = metrics
+        self._queue: list[_Pending] = []
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    async def run(self, jobs: list[EncodeJob]) -> list[np.ndarray]:
+        """Outputs of `jobs`, in order, computed alongside whatever else is queued."""
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(job, loop.create_future(), loop) for job in jobs]
+        with self._wakeup:
+            if self._closed:
+                raise RuntimeError(f"batcher for {self.name!r} is closed")
+            if self._queue and len(self._queue) + len(jobs) > self.limits.max_queue:
+                raise Overloaded(
+                    f"{self.name!r} has {len(self._queue)} sequences queued; retry shortly"
+                )
+            self._queue.extend(pending)
+            self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+            self._wakeup.notify()
+        return list(await asyncio.gather(*(p.future for p in pending)))
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        self._thread.join(timeout=10)
+
+    def _work(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._closed:
+                    self._wakeup.wait()
+                if self._closed:
+                    return
+                taken, self._queue = self._queue, []
+                self.metrics.queue_depth.labels(self.name).set(0)
+            by_task = sorted(taken, key=lambda p: p.job.task or "")
+            for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
+                self._run_group(list(group))
+
+    def _run_group(self, group: list[_Pending]) -> None:
+        lengths = [p.job.n_tokens for p in group]
+        for batch in plan_batches(lengths, self.limits.max_batch_tokens,
+                                  self.limits.max_batch_size):
+            members = [group[i] for i in batch]
+            try:
+                outputs = self.model.embed_jobs([p.job for p in members])
+            except Exception as exc:  # a failed pass fails its requests, not the worker
+                for p in members:
+                    p.loop.call_soon_threadsafe(_settle, p.future, None, exc)
+                continue
+            self._observe(members)
+            for p, out in zip(members, outputs, strict=True):
+                p.loop.call_soon_threadsafe(_settle, p.future, out, None)
+
+    def _observe(self, members: list[_Pending]) -> None:
+        longest = max(p.job.n_tokens for p in members)
+        self.metrics.batch_size.labels(self.name).observe(len(members))
+        self.metrics.batch_tokens.labels(self.name).observe(longest * len(members))
+        self.metrics.tokens.labels(self.name).inc(sum(p.job.n_tokens for p in members))
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    if future.done():  # the request was cancelled (client went away)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

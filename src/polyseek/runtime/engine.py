@@ -1,0 +1,51 @@
+"""One served embedding model: validation, tokenisation off the event loop, batching."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyseek.inputs.items import Item
+from polyseek.models.base import Capabilities, Embedder, per_input, truncate_and_normalize
+from polyseek.runtime.batcher import Batcher
+
+
+@dataclass
+class EmbedOutput:
+    vectors: list[np.ndarray]  # per input: [dim], or [tokens, dim] for multi-vector
+    n_tokens: int
+
+
+class EmbeddingEngine:
+    def __init__(self, name: str, model: Embedder, batcher: Batcher):
+        self.name = name
+        self.model = model
+        self.batcher = batcher
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.model.capabilities
+
+    async def embed(
+        self,
+        items: Sequence[Item],
+        *,
+        task: str | None = None,
+        dimensions: int | None = None,
+        normalized: bool = True,
+        truncate: bool = False,
+        late_chunking: bool = False,
+        multivector: bool = False,
+    ) -> EmbedOutput:
+        """Embed items; raises polyseek errors for input this model cannot take."""
+        self.capabilities.check_dimensions(dimensions)
+        jobs = await asyncio.to_thread(
+            self.model.prepare, items, task, truncate, late_chunking, multivector
+        )
+        outputs = await self.batcher.run(jobs)
+        vectors = [truncate_and_normalize(v, dimensions, normalized)
+                   for v in per_input(jobs, outputs)]
+        return EmbedOutput(vectors, sum(job.n_tokens for job in jobs))
