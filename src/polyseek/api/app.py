@@ -50,7 +50,7 @@ def create_app(settings: ServerSettings | None = None,
     install_error_handlers(app)
 
     for router in (embeddings.router, models.router):
-        app.include_router(router, prefix="/v1", dependencies=[Depends(require_api_key)])
+        app.include_router(router, dependencies=[Depends(require_api_key)])
 
     @app.get("/health")
     async def health() -> Response:

@@ -11,7 +11,7 @@ from polyseek.errors import InputTooLarge
 from polyseek.runtime.encoding import encode_embedding
 from polyseek.runtime.registry import ModelRegistry
 
-router = APIRouter()
+router = APIRouter(prefix="/v1")
 
 
 class NumpyJSONResponse(Response):

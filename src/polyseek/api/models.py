@@ -8,7 +8,7 @@ from polyseek.api.schemas import ModelCard, ModelList
 from polyseek.errors import UnknownModel
 from polyseek.runtime.registry import ModelEntry, ModelRegistry
 
-router = APIRouter()
+router = APIRouter(prefix="/v1")
 
 
 def model_card(entry: ModelEntry, created: int) -> ModelCard:

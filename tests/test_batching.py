@@ -1,0 +1,88 @@
+"""Dynamic batching: concurrent requests merge into batches without changing results."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_MODEL
+from polyseek.models.base import plan_batches
+
+
+def test_plan_batches_respects_the_padded_token_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 300) for _ in range(500)]
+    batches = plan_batches(lengths, max_batch_tokens=2048, max_batch_size=64)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for batch in batches:
+        longest = max(lengths[i] for i in batch)
+        assert len(batch) * longest <= 2048 or len(batch) == 1
+        assert len(batch) <= 64
+    # sorted by length: each batch's members are no longer than the next batch's
+    for a, b in zip(batches, batches[1:], strict=False):
+        assert max(lengths[i] for i in a) <= min(lengths[i] for i in b)
+
+
+def test_plan_batches_gives_an_oversized_item_its_own_batch():
+    assert plan_batches([10, 5000, 10], max_batch_tokens=100, max_batch_size=8) == [[0, 2], [1]]
+
+
+def _metric(text: str, name: str) -> float:
+    pattern = rf'^{name}\{{model="{DEFAULT_MODEL}"\}} (\S+)$'
+    return float(re.search(pattern, text, re.M).group(1))
+
+
+def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server, minilm):
+    rng = random.Random(1)
+    words = "alpha beta gamma delta search vector query index model token batch".split()
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(96)]
+    before = httpx.get(f"{server}/metrics").text
+
+    async def one_client(client: httpx.AsyncClient, chunk: list[str]) -> list:
+        response = await client.post(
+            "/v1/embeddings", json={"model": DEFAULT_MODEL, "input": chunk}
+        )
+        assert response.status_code == 200, response.text
+        return [d["embedding"] for d in response.json()["data"]]
+
+    async def run() -> list:
+        async with httpx.AsyncClient(base_url=server, timeout=120) as client:
+            # 48 clients at once, each with 2 inputs of very different lengths
+            parts = await asyncio.gather(
+                *(one_client(client, texts[i:i + 2]) for i in range(0, len(texts), 2))
+            )
+        return [v for part in parts for v in part]
+
+    got = np.array(asyncio.run(run()), dtype=np.float32)
+    alone = np.concatenate([minilm.encode([t]) for t in texts])
+    np.testing.assert_allclose(got, alone, atol=2e-5)
+
+    after = httpx.get(f"{server}/metrics").text
+    passes = _metric(after, "polyseek_batch_size_count") - _metric(
+        before, "polyseek_batch_size_count")
+    sequences = _metric(after, "polyseek_batch_size_sum") - _metric(
+        before, "polyseek_batch_size_sum")
+    assert sequences == len(texts)
+    assert passes < len(texts) / 2, "concurrent requests were not merged into shared batches"
+
+
+@pytest.mark.parametrize("budget", [64, 100_000])
+def test_batcher_results_do_not_depend_on_the_budget(minilm, budget):
+    from polyseek.runtime.batcher import Batcher, BatchLimits
+    from polyseek.runtime.metrics import Metrics
+
+    texts = ["tiny", "a somewhat longer sentence with more tokens in it", "mid length text"]
+    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(max_batch_tokens=budget), Metrics())
+    try:
+        jobs = minilm.prepare(texts)
+        outputs = asyncio.run(batcher.run(jobs))
+    finally:
+        batcher.close()
+    np.testing.assert_allclose(
+        np.stack(outputs), minilm.encode(texts, normalize=False), atol=2e-5
+    )
