@@ -89,13 +89,13 @@ def list_models(
     if as_json:
         typer.echo(json.dumps(cards, indent=2))
         return
-    table = Table("model", "kind", "modalities", "tasks", "dim", "dimensions", "max tokens",
-                  "multivector", "source")
+    table = Table("model", "input", "tasks", "dim", "dimensions", "context", "multi-vector")
+    table.columns[0].no_wrap = True
     for card in cards:
         c = card["capabilities"]
-        table.add_row(card["id"], c["kind"], ",".join(c["modalities"]),
-                      ",".join(c["tasks"]) or "-", str(c["dim"]), f"{c['min_dim']}-{c['dim']}",
-                      str(c["max_tokens"]), "yes" if c["multivector"] else "no", card["source"])
+        table.add_row(card["id"], ",".join(c["modalities"]), ",".join(c["tasks"]) or "-",
+                      str(c["dim"]), f"{c['min_dim']}-{c['dim']}", str(c["max_tokens"]),
+                      "yes" if c["multivector"] else "no")
     Console().print(table)
 
 

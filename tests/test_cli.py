@@ -1,0 +1,62 @@
+"""The `polyseek` command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import DEFAULT_MODEL
+
+
+def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polyseek", *args], input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_embed_arguments_json(minilm):
+    result = polyseek("embed", "first text", "second text", "--json", "--dimensions", "64")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["model"] == DEFAULT_MODEL
+    got = np.array([row["embedding"] for row in body["data"]], dtype=np.float32)
+    np.testing.assert_allclose(got, minilm.encode(["first text", "second text"],
+                                                  truncate_dim=64), atol=1e-6)
+
+
+def test_embed_reads_stdin_one_text_per_line(minilm):
+    result = polyseek("embed", stdin="from stdin\n\nanother line\n")
+    assert result.returncode == 0, result.stderr
+    rows = [np.array(line.split(), dtype=np.float32) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and rows[0].shape == (384,)
+    np.testing.assert_allclose(np.stack(rows), minilm.encode(["from stdin", "another line"]),
+                               atol=1e-5)
+
+
+def test_embed_bad_task_is_a_clear_error():
+    result = polyseek("embed", "x", "--task", "retrieval.query")
+    assert result.returncode == 2
+    assert "no tasks" in result.stderr
+
+
+def test_models_json_declares_capabilities():
+    result = polyseek("models", "--json")
+    assert result.returncode == 0, result.stderr
+    (card,) = json.loads(result.stdout)
+    assert card["id"] == DEFAULT_MODEL
+    caps = card["capabilities"]
+    assert (caps["dim"], caps["max_tokens"], caps["multivector"]) == (384, 256, False)
+
+
+def test_models_table():
+    result = polyseek("models")
+    assert result.returncode == 0, result.stderr
+    assert DEFAULT_MODEL in result.stdout and "384" in result.stdout
+
+
+def test_serve_refuses_a_malformed_model_option():
+    result = polyseek("serve", "--model", "=nothing")
+    assert result.returncode != 0
+    assert "NAME=SOURCE" in result.stderr
