@@ -139,3 +139,18 @@ def test_unusable_sources_fail_clearly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="unsupported model family"):
         load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta"])
+def test_packed_forward_equals_the_padded_transformers_forward(tmp_path, model_type):
+    extra = {"pad_token_id": 1} if model_type == "xlm-roberta" else {}
+    model = load_model(str(_tiny_checkpoint(tmp_path, model_type, "mean", **extra)))
+    assert model.packed
+    sequences = model.tokenize(["a", "a much longer input with many more tokens in it", "mid"],
+                               truncate=True)
+    packed = model.hidden_states(sequences)
+    model.packed = False
+    padded = model.hidden_states(sequences)
+    for p, q, seq in zip(packed, padded, sequences, strict=True):
+        assert p.shape == (len(seq), 32)
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5)

@@ -45,7 +45,8 @@ def serve(
     api_key: Annotated[list[str] | None, typer.Option(
         "--api-key", help="require 'Authorization: Bearer KEY' on /v1/*; repeatable "
         "(also POLYSEEK_API_KEYS, comma-separated)")] = None,
-    max_batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward pass")] = 16384,
+    max_batch_tokens: Annotated[int | None, typer.Option(
+        help="padded tokens per forward pass [default: 2048]")] = None,
     max_inputs: Annotated[int, typer.Option(help="inputs per request")] = 2048,
     max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB")] = 16.0,
     log_level: str = "info",
@@ -64,7 +65,7 @@ def serve(
         api_keys=frozenset(keys),
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
-        batch=BatchLimits(max_batch_tokens=max_batch_tokens),
+        batch=BatchLimits(**({"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {})),
     )
     host = host or ("0.0.0.0" if keys else "127.0.0.1")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

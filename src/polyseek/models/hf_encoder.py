@@ -25,6 +25,7 @@ from polyseek.models.base import (
     plan_batches,
     truncate_and_normalize,
 )
+from polyseek.models.packed_encoder import packed_forward, supports_packing
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -79,13 +80,20 @@ def read_max_tokens(directory: Path, config, tokenizer) -> int:
 class HFEncoder:
     """A text embedder over a transformers encoder, pooled as its checkpoint says."""
 
-    def __init__(self, directory: str | Path, name: str = "", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        directory: str | Path,
+        name: str = "",
+        dtype: torch.dtype = torch.float32,
+        packed: bool = True,
+    ):
         self.directory = Path(directory)
         self.name = name or self.directory.name
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.model = AutoModel.from_pretrained(self.directory, dtype=dtype).eval()
         config = self.model.config
         self.pooling = read_pooling_mode(self.directory)
+        self.packed = packed and supports_packing(self.model)
         self.prompts = read_prompts(self.directory)
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.prefix, self.suffix = special_affixes(self.tokenizer)
@@ -120,20 +128,11 @@ class HFEncoder:
 
     # -- forward -----------------------------------------------------------------------
 
-    @torch.inference_mode()
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
-        """One padded forward pass over `jobs`; each job pooled as it asks."""
-        lengths = [job.n_tokens for job in jobs]
-        ids = torch.full((len(jobs), max(lengths)), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, job in enumerate(jobs):
-            ids[row, : job.n_tokens] = torch.tensor(job.ids)
-            mask[row, : job.n_tokens] = 1
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
-        hidden = hidden.float()
+        """One forward pass over `jobs`; each job pooled as it asks."""
         out = []
-        for row, job in enumerate(jobs):
-            tokens = hidden[row, : job.n_tokens]  # [L_i, D]
+        for job, tokens in zip(jobs, self.hidden_states([job.ids for job in jobs]), strict=True):
+            tokens = tokens.float()  # [L_i, D]
             if job.spans is not None:
                 out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
             elif self.pooling == "cls":
@@ -141,6 +140,20 @@ class HFEncoder:
             else:
                 out.append(tokens.mean(0).numpy())
         return out
+
+    @torch.inference_mode()
+    def hidden_states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
+        """Last hidden states per sequence, [L_i, D]: packed when the architecture allows."""
+        if self.packed:
+            return packed_forward(self.model, sequences)
+        lengths = [len(seq) for seq in sequences]
+        ids = torch.full((len(sequences), max(lengths)), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
+        return [hidden[row, :length] for row, length in enumerate(lengths)]
 
     # -- jobs ------------------------------------------------------------------------
 

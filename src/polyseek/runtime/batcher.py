@@ -1,14 +1,18 @@
 """Dynamic batching: concurrent requests share token-budget forward passes on one worker.
 
-Requests enqueue their jobs and await futures. The worker thread takes everything queued,
-groups it by task, sorts by length and cuts batches whose padded size (members x longest)
-stays within `max_batch_tokens`, so long and short inputs never pad each other much.
+Requests enqueue their jobs and await futures. The worker thread takes a window from the
+head of the queue (first come, first served, about `window_tokens` tokens), groups it by task,
+sorts it by length and cuts batches whose padded size (members x longest) stays within
+`max_batch_tokens`, so long and short inputs rarely pad each other. Windows keep requests
+flowing: the first requests are answered while later ones are computed, instead of every
+client waiting for the whole queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -21,8 +25,9 @@ from polyseek.runtime.metrics import Metrics
 
 @dataclass
 class BatchLimits:
-    max_batch_tokens: int = 16384  # padded tokens per forward pass
-    max_batch_size: int = 256  # sequences per forward pass
+    max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU: small is faster)
+    max_batch_size: int = 128  # sequences per forward pass
+    window_tokens: int = 8192  # tokens taken from the queue per scheduling round
     max_queue: int = 16384  # sequences waiting; beyond it new requests get Overloaded
 
 
@@ -74,28 +79,40 @@ class Batcher:
                     self._wakeup.wait()
                 if self._closed:
                     return
-                taken, self._queue = self._queue, []
-                self.metrics.queue_depth.labels(self.name).set(0)
+                taken = self._take_window()
+                self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+            taken = [p for p in taken if not p.future.done()]  # drop cancelled requests
             by_task = sorted(taken, key=lambda p: p.job.task or "")
             for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
                 self._run_group(list(group))
+
+    def _take_window(self) -> list[_Pending]:
+        """Pop jobs from the head of the queue until about `window_tokens` are taken."""
+        tokens, count = 0, 0
+        while count < len(self._queue) and tokens < self.limits.window_tokens:
+            tokens += self._queue[count].job.n_tokens
+            count += 1
+        taken, self._queue = self._queue[:count], self._queue[count:]
+        return taken
 
     def _run_group(self, group: list[_Pending]) -> None:
         lengths = [p.job.n_tokens for p in group]
         for batch in plan_batches(lengths, self.limits.max_batch_tokens,
                                   self.limits.max_batch_size):
             members = [group[i] for i in batch]
+            start = time.perf_counter()
             try:
                 outputs = self.model.embed_jobs([p.job for p in members])
             except Exception as exc:  # a failed pass fails its requests, not the worker
                 for p in members:
                     p.loop.call_soon_threadsafe(_settle, p.future, None, exc)
                 continue
-            self._observe(members)
+            self._observe(members, time.perf_counter() - start)
             for p, out in zip(members, outputs, strict=True):
                 p.loop.call_soon_threadsafe(_settle, p.future, out, None)
 
-    def _observe(self, members: list[_Pending]) -> None:
+    def _observe(self, members: list[_Pending], seconds: float) -> None:
+        self.metrics.forward_seconds.labels(self.name).observe(seconds)
         longest = max(p.job.n_tokens for p in members)
         self.metrics.batch_size.labels(self.name).observe(len(members))
         self.metrics.batch_tokens.labels(self.name).observe(longest * len(members))

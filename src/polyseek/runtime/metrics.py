@@ -27,6 +27,9 @@ class Metrics:
             "polyseek_batch_padded_tokens", "padded tokens per forward pass", ["model"],
             buckets=_TOKEN_BUCKETS, registry=r,
         )
+        self.forward_seconds = Histogram(
+            "polyseek_forward_seconds", "duration of one forward pass", ["model"], registry=r
+        )
         self.queue_depth = Gauge(
             "polyseek_queue_depth", "sequences waiting for a forward pass", ["model"], registry=r
         )
