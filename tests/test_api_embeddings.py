@@ -220,3 +220,11 @@ def test_unknown_route_is_404_in_the_error_shape(client):
     response = client.get("/v1/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == 404
+
+
+def test_model_card_by_name(client):
+    card = client.get(f"/v1/models/{DEFAULT_MODEL}").json()
+    assert card["id"] == DEFAULT_MODEL and card["status"] == "ready"
+    assert card["capabilities"]["min_dim"] == 32
+    missing = client.get("/v1/models/nope")
+    assert missing.status_code == 400 and DEFAULT_MODEL in missing.json()["error"]["message"]

@@ -41,3 +41,14 @@ def test_truncate_then_normalise():
     raw = truncate_and_normalize(np.array([[3.0, 4.0, 12.0]]), None, normalize=False)
     np.testing.assert_allclose(raw, [[3.0, 4.0, 12.0]])
     assert np.isfinite(truncate_and_normalize(np.zeros((1, 4)), None, True)).all()
+
+
+def test_late_chunking_windows_record_each_input_span():
+    from polyseek.inputs.text import late_chunking_windows
+
+    (window,) = late_chunking_windows([[5, 6], [7], [8, 9, 10]], [101], [102], 10, False)
+    assert window == ([101, 5, 6, 7, 8, 9, 10, 102], [(1, 3), (3, 4), (4, 7)])
+    # over the context: several windows with truncate, an input cut to the window size
+    windows = late_chunking_windows([[1] * 5, [2] * 5, [3] * 12], [0], [0], 10, True)
+    assert [spans for _, spans in windows] == [[(1, 6)], [(1, 6)], [(1, 9)]]
+    assert all(len(ids) <= 10 for ids, _ in windows)

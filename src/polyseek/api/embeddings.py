@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from polyseek.api.schemas import EmbeddingsRequest, EmbeddingsResponse
+from polyseek.api.schemas import ERROR_RESPONSES, EmbeddingsRequest, EmbeddingsResponse
 from polyseek.errors import InputTooLarge
 from polyseek.runtime.encoding import encode_embedding
 from polyseek.runtime.registry import ModelRegistry
@@ -23,7 +23,7 @@ class NumpyJSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse)
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     registry: ModelRegistry = request.app.state.registry
     engine = registry.engine(body.model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from polyseek.api.schemas import ModelCard, ModelList
-from polyseek.errors import UnknownModel
 from polyseek.runtime.registry import ModelEntry, ModelRegistry
 
 router = APIRouter(prefix="/v1")
@@ -31,6 +30,4 @@ async def list_models(request: Request) -> ModelList:
 @router.get("/models/{name}", response_model=ModelCard)
 async def get_model(name: str, request: Request) -> ModelCard:
     registry: ModelRegistry = request.app.state.registry
-    if name not in registry.entries:
-        raise UnknownModel(f"unknown model {name!r}; available models: {', '.join(registry.names)}")
-    return model_card(registry.entries[name], request.app.state.started)
+    return model_card(registry.entry(name), request.app.state.started)

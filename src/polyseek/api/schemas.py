@@ -139,3 +139,15 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in [
+        (400, "unknown model"),
+        (401, "missing or invalid API key"),
+        (413, "too many inputs, an input over the context, or an over-size body"),
+        (429, "queue full; retry after the Retry-After seconds"),
+        (503, "model loading or failed to load"),
+    ]
+}

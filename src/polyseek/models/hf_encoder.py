@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.items import ImageItem, Item, TextItem
+from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
@@ -25,7 +26,11 @@ from polyseek.models.base import (
     plan_batches,
     truncate_and_normalize,
 )
-from polyseek.models.packed_encoder import packed_forward, supports_packing
+from polyseek.models.packed_encoder import (
+    OFFSET_POSITION_TYPES,
+    packed_forward,
+    supports_packing,
+)
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -35,8 +40,6 @@ ENCODER_MODEL_TYPES = frozenset(
 )
 # Smallest `dimensions` accepted by an encoder not trained for Matryoshka truncation.
 MIN_TRUNCATED_DIM = 32
-# Encoders whose position ids start after the padding index (max_position_embeddings - offset).
-_PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "camembert"})
 
 
 def read_pooling_mode(directory: Path) -> str:
@@ -66,7 +69,7 @@ def read_prompts(directory: Path) -> dict[str, str]:
 def read_max_tokens(directory: Path, config, tokenizer) -> int:
     """The context length: sentence-transformers' max_seq_length, capped by the positions."""
     positions = config.max_position_embeddings
-    if config.model_type in _PADDING_OFFSET_TYPES:
+    if config.model_type in OFFSET_POSITION_TYPES:  # positions start after padding_idx
         positions -= config.pad_token_id + 1
     limit = positions
     st_config = directory / "sentence_bert_config.json"
@@ -177,7 +180,9 @@ class HFEncoder:
         prompt = self.prompts.get(task, "") if task else ""
         texts = [prompt + text for text in texts]
         if late_chunking:
-            return self._late_chunking_jobs(texts, task, truncate)
+            windows = late_chunking_windows(self.tokenize_pieces(texts), self.prefix,
+                                            self.suffix, self.capabilities.max_tokens, truncate)
+            return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
         ids = self.tokenize(texts, truncate)
         limit = self.capabilities.max_tokens
         for i, seq in enumerate(ids):
@@ -187,36 +192,6 @@ class HFEncoder:
                     f"{self.name!r}; shorten it or set truncate=true"
                 )
         return [EncodeJob(seq, task) for seq in ids]
-
-    def _late_chunking_jobs(
-        self, texts: list[str], task: str | None, truncate: bool
-    ) -> list[EncodeJob]:
-        room = self.capabilities.max_tokens - len(self.prefix) - len(self.suffix)
-        pieces = self.tokenize_pieces(texts)
-        for i, piece in enumerate(pieces):
-            if not piece:
-                raise InvalidInput(f"input[{i}] has no tokens to pool", ("input", i))
-        total = sum(map(len, pieces))
-        if not truncate and total > room:
-            raise InputTooLarge(
-                f"late chunking joins all inputs into one sequence: {total} tokens, over the "
-                f"{room} that fit the context of {self.name!r}; send fewer inputs or set "
-                "truncate=true to split them over several windows"
-            )
-        windows: list[list[list[int]]] = [[]]
-        for piece in pieces:
-            piece = piece[:room]
-            if sum(map(len, windows[-1])) + len(piece) > room:
-                windows.append([])
-            windows[-1].append(piece)
-        jobs = []
-        for window in windows:
-            ids, spans = list(self.prefix), []
-            for piece in window:
-                spans.append((len(ids), len(ids) + len(piece)))
-                ids.extend(piece)
-            jobs.append(EncodeJob(ids + self.suffix, task, spans=spans))
-        return jobs
 
     # -- Python API --------------------------------------------------------------------
 

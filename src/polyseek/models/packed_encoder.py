@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PACKABLE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
-_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert"})
+# Encoders whose position ids start after the padding index.
+OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "camembert"})
 
 
 def supports_packing(model: nn.Module) -> bool:
@@ -62,7 +63,7 @@ def embed_tokens(model: nn.Module, ids: Tensor, layout: Layout) -> Tensor:
     """Word + position + token-type (0) embeddings, LayerNorm: [T] -> [T, D]."""
     emb = model.embeddings
     positions = layout.col
-    if model.config.model_type in _OFFSET_POSITIONS:  # positions start after padding_idx
+    if model.config.model_type in OFFSET_POSITION_TYPES:  # positions start after padding_idx
         positions = positions + model.config.pad_token_id + 1
     x = emb.word_embeddings(ids) + emb.position_embeddings(positions)
     x = x + emb.token_type_embeddings.weight[0]

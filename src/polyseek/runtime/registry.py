@@ -106,13 +106,16 @@ class ModelRegistry:
             self.metrics.model_ready.labels(entry.spec.name).set(1)
             log.info("model %s ready", entry.spec.name)
 
-    def engine(self, name: str) -> EmbeddingEngine:
-        """The ready engine for `name`; UnknownModel or ModelLoading otherwise."""
-        entry = self.entries.get(name)
-        if entry is None:
+    def entry(self, name: str) -> ModelEntry:
+        if name not in self.entries:
             raise UnknownModel(
                 f"unknown model {name!r}; available models: {', '.join(self.names)}"
             )
+        return self.entries[name]
+
+    def engine(self, name: str) -> EmbeddingEngine:
+        """The ready engine for `name`; UnknownModel or ModelLoading otherwise."""
+        entry = self.entry(name)
         if entry.state == "failed":
             raise ModelLoading(f"Model {name!r} failed to load: {entry.error}")
         if entry.engine is None:
