@@ -184,12 +184,21 @@ def test_multivector_is_422_for_a_plain_encoder(client):
         {"input": [[101, 2023]]},  # token ids, as some OpenAI clients send
         {"input": [{"txt": "typo"}]},
         {"input": "x", "normalized": "maybe"},
+        {"input": "x", "embedding_type": []},
     ],
 )
 def test_invalid_bodies_are_422(client, body):
     response = client.post("/v1/embeddings", json={"model": DEFAULT_MODEL, **body})
     assert response.status_code == 422, response.text
     assert isinstance(response.json()["detail"], list)
+
+
+def test_lone_surrogate_is_named(client):
+    body = b'{"model": "%s", "input": ["ok", "bad \\ud800"]}' % DEFAULT_MODEL.encode()
+    response = client.post("/v1/embeddings", content=body,
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "input[1] is not valid Unicode" in response.json()["detail"][0]["msg"]
 
 
 def test_malformed_json_is_422(client):

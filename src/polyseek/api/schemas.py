@@ -46,6 +46,17 @@ def to_item(value: str | InputObject) -> Item:
     return ImageItem(value.bytes)
 
 
+def _check_text(text: Any, index: int) -> None:
+    if not isinstance(text, str):
+        return
+    if not text:
+        raise ValueError(f"input[{index}] is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"input[{index}] is not valid Unicode ({exc.reason})") from None
+
+
 class EmbeddingsRequest(BaseModel):
     """Jina's embeddings request; OpenAI's (input, model, dimensions, encoding_format) fits it."""
 
@@ -73,11 +84,10 @@ class EmbeddingsRequest(BaseModel):
         if isinstance(value, list):
             if not value:
                 raise ValueError("input must not be empty")
-            if any(isinstance(v, (int, list)) for v in value):
+            if any(isinstance(v, int | list) for v in value):
                 raise ValueError("token-id input is not supported; send the text itself")
             for i, v in enumerate(value):
-                if v == "" or (isinstance(v, dict) and v.get("text") == ""):
-                    raise ValueError(f"input[{i}] is empty")
+                _check_text(v.get("text") if isinstance(v, dict) else v, i)
         return value
 
     @field_validator("embedding_type")
