@@ -87,3 +87,20 @@ def test_batcher_results_do_not_depend_on_the_budget(minilm, budget):
     np.testing.assert_allclose(
         np.stack(outputs), minilm.encode(texts, normalize=False), atol=2e-5
     )
+
+
+def test_a_failing_forward_pass_fails_its_request_not_the_worker(minilm):
+    from polyseek.models.base import EncodeJob
+    from polyseek.runtime.batcher import Batcher, BatchLimits
+    from polyseek.runtime.metrics import Metrics
+
+    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(), Metrics())
+    try:
+        out_of_vocabulary = [EncodeJob([101, 10**7, 102])]
+        with pytest.raises(IndexError):
+            asyncio.run(batcher.run(out_of_vocabulary))
+        (vector,) = asyncio.run(batcher.run(minilm.prepare(["still serving"])))
+    finally:
+        batcher.close()
+    np.testing.assert_allclose(vector, minilm.encode(["still serving"], normalize=False)[0],
+                               atol=1e-5)

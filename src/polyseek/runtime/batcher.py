@@ -103,6 +103,8 @@ class Batcher:
             start = time.perf_counter()
             try:
                 outputs = self.model.embed_jobs([p.job for p in members])
+                if len(outputs) != len(members):
+                    raise RuntimeError(f"{len(members)} jobs gave {len(outputs)} outputs")
             except Exception as exc:  # a failed pass fails its requests, not the worker
                 for p in members:
                     p.loop.call_soon_threadsafe(_settle, p.future, None, exc)
