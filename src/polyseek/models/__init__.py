@@ -73,6 +73,10 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "", **options) ->
 def build_module(config: dict) -> torch.nn.Module:
     """The uninitialised module tree for a released config.json (works on the meta device)."""
     model_type = config.get("model_type", "")
+    if model_type == "jvlm":
+        from polyseek.models.jina_vlm import JinaVLMConfig, JinaVLMForConditionalGeneration
+
+        return JinaVLMForConditionalGeneration(JinaVLMConfig.from_dict(config))
     if model_type in ENCODER_MODEL_TYPES:
         from transformers import AutoConfig, AutoModel
 

@@ -1,0 +1,15 @@
+"""jina-vlm: native implementation of the published checkpoint (`model_type: "jvlm"`)."""
+
+from polyseek.models.jina_vlm.config import JinaVLMConfig
+from polyseek.models.jina_vlm.model import (
+    GenerationOutput,
+    JinaVLMForConditionalGeneration,
+    MultimodalInputs,
+)
+
+__all__ = [
+    "GenerationOutput",
+    "JinaVLMConfig",
+    "JinaVLMForConditionalGeneration",
+    "MultimodalInputs",
+]
