@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from polyseek.models.base import Capabilities, Embedder, EncodeJob  # noqa: F401
+from polyseek.models.base import Capabilities, Embedder, EncodeJob, Generator  # noqa: F401
 from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
@@ -57,13 +57,18 @@ def read_config(directory: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "", **options) -> Embedder:
+def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
+               **options) -> Embedder | Generator:
     """Load a model from SOURCE; its family is chosen from config.json, never from the name."""
     directory = resolve_source(source)
     config = read_config(directory)
     model_type = config.get("model_type", "")
     if model_type in ENCODER_MODEL_TYPES:
         return HFEncoder(directory, name=name or source, **options)
+    if model_type == "jvlm":
+        from polyseek.models.jina_vlm.generator import JinaVLMGenerator
+
+        return JinaVLMGenerator.from_pretrained(directory, name=name or source, **options)
     raise ValueError(
         f"{source}: unsupported model family (model_type={model_type!r}, "
         f"architectures={config.get('architectures')})"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from PIL import Image
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import Item
@@ -99,6 +100,31 @@ class Embedder(Protocol):
     ) -> list[EncodeJob]: ...
 
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class ChatMessage:
+    """One chat turn: text pieces and images in the order they appear."""
+
+    role: str  # system | user | assistant
+    content: list[str | Image.Image]
+
+
+@dataclass
+class TextDelta:
+    """A piece of generated text; the last one carries the finish reason."""
+
+    text: str
+    finish_reason: str | None = None  # "stop" or "length" on the last delta
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    capabilities: Capabilities
+
+    def generate(self, messages: Sequence[ChatMessage], sampling) -> Iterator[TextDelta]: ...
 
 
 def plan_batches(

@@ -43,7 +43,9 @@ class KVCache:
 class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        # computed on the CPU even under a meta-device context: it is not in the checkpoint
+        steps = torch.arange(0, head_dim, 2, dtype=torch.float32, device="cpu")
+        inv_freq = 1.0 / theta ** (steps / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
