@@ -103,3 +103,19 @@ def test_strict_loading_names_what_does_not_match(tmp_path):
     save_file(state, directory / "model.safetensors")
     with pytest.raises(ValueError, match=r"missing \['lm_head.weight'\].*unexpected"):
         load_model(str(directory))
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    directory = write_checkpoint(tmp_path)
+    state = load_file(directory / "model.safetensors")
+    names = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, keys in halves.items():
+        save_file({k: state[k] for k in keys}, directory / shard)
+    (directory / "model.safetensors").unlink()
+    weight_map = {k: shard for shard, keys in halves.items() for k in keys}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model = load_model(str(directory)).model
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
