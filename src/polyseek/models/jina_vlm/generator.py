@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from polyseek.models.jina_vlm.config import JinaVLMConfig
 from polyseek.models.jina_vlm.model import JinaVLMForConditionalGeneration, MultimodalInputs
 from polyseek.models.jina_vlm.processor import JinaVLMProcessor, JinaVLMProcessorConfig
 from polyseek.models.sampling import SamplingParams
+from polyseek.models.streaming import stream_text
 
 IMAGE_PLACEHOLDER = "<|image|>"
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -100,34 +103,12 @@ class JinaVLMGenerator:
         """Stream text deltas; stops at a stop token, a stop string or `max_tokens`."""
         inputs = self.prepare(messages)
         n_prompt = int(inputs.attention_mask.sum())
-        room = self.capabilities.max_tokens - n_prompt
-        params = SamplingParams(
-            max_tokens=min(sampling.max_tokens, room), temperature=sampling.temperature,
-            top_p=sampling.top_p, seed=sampling.seed,
+        params = replace(
+            sampling,
+            max_tokens=min(sampling.max_tokens, self.capabilities.max_tokens - n_prompt),
             stop_token_ids=tuple(sampling.stop_token_ids) + self.stop_token_ids,
         )
-        ids: list[int] = []
-        sent = 0
-        hold = max((len(s) for s in sampling.stop), default=1) - 1
-        for tokens, _ in self.model.stream(inputs, params):
-            token = int(tokens[0])
-            if token in params.stop_token_ids:
-                break
-            ids.append(token)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            cut = _first_stop(text, sampling.stop)
-            if cut is not None:
-                yield TextDelta(text[sent:cut], "stop", n_prompt, len(ids))
-                return
-            safe = len(text) - hold if not text.endswith("\ufffd") else len(text) - 1 - hold
-            if safe > sent:
-                yield TextDelta(text[sent:safe], None, n_prompt, len(ids))
-                sent = safe
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        reason = "length" if len(ids) == params.max_tokens else "stop"
-        yield TextDelta(text[sent:], reason, n_prompt, len(ids))
-
-
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else None
+        tokens = (int(t[0]) for t, _ in self.model.stream(inputs, params))
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        yield from stream_text(tokens, decode, params.max_tokens, params.stop_token_ids,
+                               sampling.stop, n_prompt)

@@ -1,0 +1,129 @@
+"""Decoder-only chat models (Llama, Qwen, Mistral, ... as transformers loads them).
+
+Loads a checkpoint directory (`config.json` + weights + tokenizer with a chat template) or a
+single GGUF file, which transformers de-quantises on load; the de-quantised copy is cached so
+later starts skip the conversion. Text only: images in a message are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from polyseek.errors import InvalidInput
+from polyseek.models.base import Capabilities, ChatMessage, TextDelta
+from polyseek.models.sampling import SamplingParams, next_tokens
+from polyseek.models.streaming import stream_text
+
+log = logging.getLogger("polyseek.chat_lm")
+
+CAUSAL_LM_MODEL_TYPES = frozenset({
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite", "smollm3",
+    "olmo2", "stablelm",
+})
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Where the de-quantised copy of a GGUF file lives (keyed by name, size and mtime)."""
+    root = Path(os.environ.get("POLYSEEK_CACHE", Path.home() / ".cache" / "polyseek"))
+    stat = gguf.stat()
+    return root / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+
+
+class CausalLMGenerator:
+    def __init__(self, model, tokenizer, name: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        if not tokenizer.chat_template:
+            raise ValueError(f"{name}: the tokenizer has no chat template")
+        vocab = tokenizer.get_vocab()
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        extra = [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+        self.stop_token_ids = tuple(dict.fromkeys([*eos, tokenizer.eos_token_id, *extra]))
+        self.capabilities = Capabilities(
+            kind="chat",
+            family="causal-lm",
+            modalities=("text",),
+            max_tokens=model.config.max_position_embeddings,
+            extras={"architecture": (model.config.architectures or [""])[0]},
+        )
+
+    @classmethod
+    def from_directory(cls, directory: Path, name: str = "") -> CausalLMGenerator:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        return cls(model, tokenizer, name or directory.name)
+
+    @classmethod
+    def from_gguf(cls, gguf: Path, name: str = "") -> CausalLMGenerator:
+        cache = gguf_cache_dir(gguf)
+        if not (cache / "config.json").exists():
+            log.info("de-quantising %s (once; cached in %s)", gguf.name, cache)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            staging = cache.with_name(cache.name + f".tmp{os.getpid()}")
+            staging.mkdir(parents=True, exist_ok=True)
+            # save_pretrained refuses GGUF-quantised models; the weights are plain float32 now
+            save_model(model, str(staging / "model.safetensors"))
+            config = model.config.to_dict() | {"architectures": [type(model).__name__]}
+            config.pop("quantization_config", None)
+            (staging / "config.json").write_text(json.dumps(config, indent=2))
+            model.generation_config.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(cache, ignore_errors=True)
+            staging.rename(cache)
+        return cls.from_directory(cache, name or gguf.stem)
+
+    def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
+        turns = []
+        for i, message in enumerate(messages):
+            if any(not isinstance(part, str) for part in message.content):
+                raise InvalidInput(
+                    f"model {self.name!r} is text-only and cannot read the image in "
+                    f"messages[{i}]", ("messages", i, "content"))
+            turns.append({"role": message.role, "content": "".join(message.content)})
+        encoded = self.tokenizer.apply_chat_template(
+            turns, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @torch.inference_mode()
+    def sample(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+        """Token ids, one per step, with the KV cache; stops when the consumer stops."""
+        generator = params.generator()
+        ids = torch.tensor([prompt])
+        cache = None
+        for _ in range(params.max_tokens):
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            token = next_tokens(out.logits[:, -1].float(), params, generator)
+            yield int(token[0])
+            ids = token[:, None]
+
+    def generate(self, messages: Sequence[ChatMessage],
+                 sampling: SamplingParams) -> Iterator[TextDelta]:
+        prompt = self.prompt_ids(messages)
+        room = self.capabilities.max_tokens - len(prompt)
+        if room < 1:
+            raise InvalidInput(f"the prompt has {len(prompt)} tokens, over the "
+                               f"{self.capabilities.max_tokens}-token context", ("messages",))
+        params = replace(sampling, max_tokens=min(sampling.max_tokens, room))
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        stops = tuple(sampling.stop_token_ids) + self.stop_token_ids
+        yield from stream_text(self.sample(prompt, params), decode, params.max_tokens, stops,
+                               sampling.stop, len(prompt))
