@@ -24,10 +24,10 @@ def _specs(models: list[str] | None):
     """Parse --model values; go offline unless a source can only come from the hub."""
     if not any(_is_hub_id(m.partition("=")[2] or m) for m in models or []):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from polyseek.runtime.registry import DEFAULT_SPEC, ModelSpec
+    from polyseek.runtime.registry import ModelSpec, default_specs
 
     try:
-        return [ModelSpec.parse(m) for m in models] if models else [DEFAULT_SPEC]
+        return [ModelSpec.parse(m) for m in models] if models else default_specs()
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
@@ -90,12 +90,13 @@ def list_models(
     if as_json:
         typer.echo(json.dumps(cards, indent=2))
         return
-    table = Table("model", "input", "tasks", "dim", "dimensions", "context", "multi-vector")
+    table = Table("model", "kind", "input", "tasks", "dimensions", "context", "multi-vector")
     table.columns[0].no_wrap = True
     for card in cards:
         c = card["capabilities"]
-        table.add_row(card["id"], ",".join(c["modalities"]), ",".join(c["tasks"]) or "-",
-                      str(c["dim"]), f"{c['min_dim']}-{c['dim']}", str(c["max_tokens"]),
+        dims = f"{c['min_dim']}-{c['dim']}" if c["dim"] else "-"
+        table.add_row(card["id"], c["kind"], ",".join(c["modalities"]),
+                      ",".join(c["tasks"]) or "-", dims, str(c["max_tokens"]),
                       "yes" if c["multivector"] else "no")
     Console().print(table)
 
@@ -112,7 +113,7 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
 ) -> None:
     """Embed texts in-process and print one vector per line (or JSON)."""
-    (spec,) = _specs([model] if model else None)
+    spec = _specs([model] if model else None)[0]
     if not texts:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:

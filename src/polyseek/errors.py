@@ -29,6 +29,10 @@ class UnknownModel(PolyseekError, KeyError):
         return str(self.args[0])
 
 
+class WrongModelKind(PolyseekError):
+    """The model exists but does not serve this route (HTTP 400)."""
+
+
 class ModelLoading(PolyseekError):
     """The model is still loading (HTTP 503)."""
 

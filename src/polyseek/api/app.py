@@ -11,22 +11,24 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from polyseek import __version__
-from polyseek.api import embeddings, models
+from polyseek.api import chat, embeddings, models
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
+from polyseek.inputs.images import ImageLimits
 from polyseek.runtime.batcher import BatchLimits
 from polyseek.runtime.metrics import Metrics
-from polyseek.runtime.registry import DEFAULT_SPEC, ModelRegistry, ModelSpec
+from polyseek.runtime.registry import ModelRegistry, ModelSpec, default_specs
 
 
 @dataclass
 class ServerSettings:
-    models: list[ModelSpec] = field(default_factory=lambda: [DEFAULT_SPEC])
+    models: list[ModelSpec] = field(default_factory=default_specs)
     api_keys: frozenset[str] = frozenset()
     max_inputs: int = 2048  # inputs per request
     max_body_bytes: int = 16 * 1024 * 1024
     batch: BatchLimits = field(default_factory=BatchLimits)
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
 
 
 def create_app(settings: ServerSettings | None = None,
@@ -49,7 +51,7 @@ def create_app(settings: ServerSettings | None = None,
     app.state.started = int(time.time())
     install_error_handlers(app)
 
-    for router in (embeddings.router, models.router):
+    for router in (embeddings.router, chat.router, models.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     @app.get("/health")

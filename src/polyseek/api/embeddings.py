@@ -26,7 +26,7 @@ class NumpyJSONResponse(Response):
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     registry: ModelRegistry = request.app.state.registry
-    engine = registry.engine(body.model)
+    engine = registry.embedding_engine(body.model)
     max_inputs = request.app.state.settings.max_inputs
     if len(body.input) > max_inputs:
         raise InputTooLarge(f"{len(body.input)} inputs; at most {max_inputs} per request")

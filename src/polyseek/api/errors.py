@@ -20,6 +20,7 @@ from polyseek.errors import (
     Overloaded,
     PolyseekError,
     UnknownModel,
+    WrongModelKind,
 )
 
 log = logging.getLogger("polyseek.api")
@@ -27,6 +28,7 @@ log = logging.getLogger("polyseek.api")
 # error class -> (status, type)
 _STATUS: dict[type[PolyseekError], tuple[int, str]] = {
     UnknownModel: (400, "model_not_found"),
+    WrongModelKind: (400, "invalid_request_error"),
     InputTooLarge: (413, "input_too_large"),
     Overloaded: (429, "overloaded"),
     ModelLoading: (503, "model_loading"),

@@ -29,6 +29,9 @@ class EmbeddingEngine:
     def capabilities(self) -> Capabilities:
         return self.model.capabilities
 
+    def close(self) -> None:
+        self.batcher.close()
+
     async def embed(
         self,
         items: Sequence[Item],

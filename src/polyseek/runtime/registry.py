@@ -11,10 +11,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from polyseek.errors import ModelLoading, UnknownModel
-from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, load_model
-from polyseek.models.base import Capabilities, Embedder
+from polyseek.errors import ModelLoading, UnknownModel, WrongModelKind
+from polyseek.models import (
+    DEFAULT_CHAT_NAME,
+    DEFAULT_CHAT_SOURCE,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_SOURCE,
+    load_model,
+    resolve_source,
+)
+from polyseek.models.base import Capabilities, Embedder, Generator
 from polyseek.runtime.batcher import Batcher, BatchLimits
+from polyseek.runtime.chat_engine import ChatEngine
 from polyseek.runtime.engine import EmbeddingEngine
 from polyseek.runtime.metrics import Metrics
 
@@ -39,6 +47,17 @@ class ModelSpec:
 
 
 DEFAULT_SPEC = ModelSpec(DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE)
+DEFAULT_CHAT_SPEC = ModelSpec(DEFAULT_CHAT_NAME, DEFAULT_CHAT_SOURCE)
+
+
+def default_specs() -> list[ModelSpec]:
+    """The embedded defaults: MiniLM embeddings, and SmolLM2 chat when its package is there."""
+    try:
+        resolve_source(DEFAULT_CHAT_SOURCE)
+    except FileNotFoundError as exc:
+        log.warning("no default chat model: %s", exc)
+        return [DEFAULT_SPEC]
+    return [DEFAULT_SPEC, DEFAULT_CHAT_SPEC]
 
 
 @dataclass
@@ -46,17 +65,17 @@ class ModelEntry:
     spec: ModelSpec
     state: str = "loading"  # loading | ready | failed
     error: str | None = None
-    engine: EmbeddingEngine | None = None
+    engine: EmbeddingEngine | ChatEngine | None = None
 
     @property
     def capabilities(self) -> Capabilities | None:
         return self.engine.capabilities if self.engine else None
 
 
-Loader = Callable[[ModelSpec], Embedder]
+Loader = Callable[[ModelSpec], Embedder | Generator]
 
 
-def load_spec(spec: ModelSpec) -> Embedder:
+def load_spec(spec: ModelSpec) -> Embedder | Generator:
     return load_model(spec.source, name=spec.name)
 
 
@@ -100,8 +119,12 @@ class ModelRegistry:
                 entry.state = "failed"
                 log.error("model %s failed to load: %s", entry.spec.name, entry.error)
                 continue
-            batcher = Batcher(model, entry.spec.name, self.limits, self.metrics)
-            entry.engine = EmbeddingEngine(entry.spec.name, model, batcher)
+            name = entry.spec.name
+            if model.capabilities.kind == "chat":
+                entry.engine = ChatEngine(name, model, self.metrics)
+            else:
+                batcher = Batcher(model, name, self.limits, self.metrics)
+                entry.engine = EmbeddingEngine(name, model, batcher)
             entry.state = "ready"
             self.metrics.model_ready.labels(entry.spec.name).set(1)
             log.info("model %s ready", entry.spec.name)
@@ -113,7 +136,19 @@ class ModelRegistry:
             )
         return self.entries[name]
 
-    def engine(self, name: str) -> EmbeddingEngine:
+    def embedding_engine(self, name: str) -> EmbeddingEngine:
+        return self._engine(name, EmbeddingEngine, "embedding", "/v1/chat/completions")
+
+    def chat_engine(self, name: str) -> ChatEngine:
+        return self._engine(name, ChatEngine, "chat", "/v1/embeddings")
+
+    def _engine(self, name: str, kind: type, label: str, other_route: str):
+        engine = self.engine(name)
+        if not isinstance(engine, kind):
+            raise WrongModelKind(f"model {name!r} is not a {label} model; use {other_route}")
+        return engine
+
+    def engine(self, name: str) -> EmbeddingEngine | ChatEngine:
         """The ready engine for `name`; UnknownModel or ModelLoading otherwise."""
         entry = self.entry(name)
         if entry.state == "failed":
@@ -125,4 +160,4 @@ class ModelRegistry:
     def close(self) -> None:
         for entry in self.entries.values():
             if entry.engine:
-                entry.engine.batcher.close()
+                entry.engine.close()

@@ -1,0 +1,123 @@
+"""POST /v1/chat/completions: OpenAI's contract, streamed as server-sent events or not."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from PIL import Image
+
+from polyseek.api.chat_schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    CompletionUsage,
+    ImagePart,
+)
+from polyseek.api.schemas import ERROR_RESPONSES
+from polyseek.errors import InvalidInput
+from polyseek.inputs.images import ImageLimits, load_image
+from polyseek.models.base import Capabilities, ChatMessage, TextDelta
+from polyseek.models.sampling import SamplingParams
+
+router = APIRouter(prefix="/v1")
+ROLES = {"developer": "system"}  # OpenAI's newer name for the system role
+
+
+async def to_chat_messages(body: ChatCompletionRequest, caps: Capabilities,
+                           limits: ImageLimits) -> list[ChatMessage]:
+    """Request messages -> model messages, images fetched and decoded off the event loop."""
+    messages = []
+    for i, message in enumerate(body.messages):
+        content: list[str | Image.Image] = []
+        for j, part in enumerate(message.parts()):
+            if not isinstance(part, ImagePart):
+                content.append(part.text)
+                continue
+            if "image" not in caps.modalities:
+                raise InvalidInput(f"model {body.model!r} is text-only and cannot read the "
+                                   f"image in messages[{i}].content[{j}]",
+                                   ("messages", i, "content", j))
+            content.append(await asyncio.to_thread(_image, part.image_url.url, limits, i, j))
+        messages.append(ChatMessage(ROLES.get(message.role, message.role), content))
+    return messages
+
+
+def _image(url: str, limits: ImageLimits, i: int, j: int) -> Image.Image:
+    try:
+        return load_image(url, limits)
+    except InvalidInput as exc:
+        raise InvalidInput(f"messages[{i}].content[{j}]: {exc}",
+                           ("messages", i, "content", j)) from exc
+
+
+def usage_of(delta: TextDelta) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=delta.prompt_tokens,
+                           completion_tokens=delta.completion_tokens,
+                           total_tokens=delta.prompt_tokens + delta.completion_tokens)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request):
+    engine = request.app.state.registry.chat_engine(body.model)
+    messages = await to_chat_messages(body, engine.capabilities,
+                                      request.app.state.settings.image_limits)
+    sampling = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature,
+                              top_p=body.top_p, seed=body.seed, stop=tuple(body.stop))
+    deltas = engine.stream(messages, sampling)
+    first = await anext(deltas)  # bad input fails here, before a byte of the response is sent
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = stream_events(first, deltas, completion_id, created, body.model, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    text, last = first.text, first
+    async for delta in deltas:
+        text, last = text + delta.text, delta
+    return ChatCompletion(
+        id=completion_id, created=created, model=body.model,
+        choices=[Choice(message=AssistantMessage(content=text),
+                        finish_reason=last.finish_reason)],
+        usage=usage_of(last),
+    )
+
+
+async def stream_events(first: TextDelta, deltas: AsyncIterator[TextDelta], completion_id: str,
+                        created: int, model: str, include_usage: bool) -> AsyncIterator[str]:
+    """OpenAI's chunk sequence: role, content deltas, finish reason, [usage], [DONE]."""
+
+    def event(delta: dict | None, finish: str | None = None,
+              usage: CompletionUsage | None = None) -> str:
+        choices = [] if delta is None else [
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                 "model": model, "choices": choices}
+        if include_usage:  # null on every chunk but the last, as OpenAI sends it
+            chunk["usage"] = usage.model_dump() if usage else None
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    delta = first
+    try:
+        while True:
+            if delta.text:
+                yield event({"content": delta.text})
+            if delta.finish_reason is not None:
+                yield event({}, delta.finish_reason)
+                if include_usage:
+                    yield event(None, usage=usage_of(delta))
+                break
+            delta = await anext(deltas)
+    except Exception as exc:  # the status line is sent: report in the stream, then end it
+        error = {"message": f"generation failed: {exc}", "type": "internal_error", "code": 500}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+    finally:
+        await deltas.aclose()
+    yield "data: [DONE]\n\n"
