@@ -20,6 +20,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 DEFAULT_MODEL = "minilm-l6-v2"
+CHAT_MODEL = "smollm2-135m-instruct"
+
+
+def write_tiny_jina_vlm(directory: Path) -> Path:
+    """The tiny random jina-vlm of the fixtures laid out as a released checkpoint directory."""
+    import json
+    import shutil
+
+    vlm = FIXTURES / "jina-vlm"
+    shutil.copy(vlm / "tiny_config.json", directory / "config.json")
+    shutil.copy(vlm / "tiny_weights.safetensors", directory / "model.safetensors")
+    shutil.copy(vlm / "tokenizer_tiny.json", directory / "tokenizer.json")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "model_max_length": 4096,
+    }))
+    # the tiny tokenizer's collate length (the fixtures' skipped-slot value is -4096)
+    (directory / "preprocessor_config.json").write_text(json.dumps({"max_sequence_length": 4096}))
+    return directory
 
 
 def free_port() -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import lzma
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,30 +15,17 @@ from polyseek.errors import InvalidInput
 from polyseek.models.base import ChatMessage, Generator
 from polyseek.models.sampling import SamplingParams
 
-from conftest import FIXTURES
+from conftest import FIXTURES, write_tiny_jina_vlm
 
 VLM = FIXTURES / "jina-vlm"
 pytestmark = pytest.mark.skipif(not VLM.is_dir(), reason=f"jina-vlm fixtures missing at {VLM}")
 PROMPT = "Describe this image."
 
 
-def write_checkpoint(directory: Path) -> Path:
-    """The tiny model laid out as a released checkpoint: config, weights, tokenizer files."""
-    shutil.copy(VLM / "tiny_config.json", directory / "config.json")
-    shutil.copy(VLM / "tiny_weights.safetensors", directory / "model.safetensors")
-    shutil.copy(VLM / "tokenizer_tiny.json", directory / "tokenizer.json")
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "model_max_length": 4096,
-    }))
-    # the tiny tokenizer's collate length (the fixtures' skipped-slot value is -4096)
-    (directory / "preprocessor_config.json").write_text(json.dumps({"max_sequence_length": 4096}))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
-    return load_model(str(write_checkpoint(tmp_path_factory.mktemp("jina-vlm"))), name="tiny-vlm")
+    directory = write_tiny_jina_vlm(tmp_path_factory.mktemp("jina-vlm"))
+    return load_model(str(directory), name="tiny-vlm")
 
 
 def fixture(name: str) -> dict[str, torch.Tensor]:
@@ -96,7 +81,7 @@ def test_bad_images_are_clear_errors(vlm):
 
 
 def test_strict_loading_names_what_does_not_match(tmp_path):
-    directory = write_checkpoint(tmp_path)
+    directory = write_tiny_jina_vlm(tmp_path)
     state = load_file(directory / "model.safetensors")
     state["model.vision_model.extra"] = torch.zeros(1)
     del state["lm_head.weight"]
@@ -106,7 +91,7 @@ def test_strict_loading_names_what_does_not_match(tmp_path):
 
 
 def test_sharded_checkpoint_loads(tmp_path):
-    directory = write_checkpoint(tmp_path)
+    directory = write_tiny_jina_vlm(tmp_path)
     state = load_file(directory / "model.safetensors")
     names = sorted(state)
     halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],

@@ -134,3 +134,46 @@ def embed(
     else:
         for vector in vectors:
             typer.echo(" ".join(f"{x:.6g}" for x in vector))
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the user message")],
+    image: Annotated[list[str] | None, typer.Option(
+        "--image", "-i", help="image path or URL; repeatable")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="NAME=SOURCE or SOURCE (default: bundled SmolLM2)")] = None,
+    system: Annotated[str | None, typer.Option(help="system message")] = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stream: Annotated[bool, typer.Option(help="print text as it is generated")] = False,
+) -> None:
+    """Chat with a generative model in-process (text, or text and images for jina-vlm)."""
+    from polyseek.models import DEFAULT_CHAT_SOURCE
+
+    spec = _specs([model or DEFAULT_CHAT_SOURCE])[0]
+    from polyseek.errors import PolyseekError
+    from polyseek.inputs.images import ImageLimits, load_image
+    from polyseek.models import load_model
+    from polyseek.models.base import ChatMessage
+    from polyseek.models.sampling import SamplingParams
+
+    try:
+        limits = ImageLimits(allow_local_paths=True)
+        images = [load_image(source, limits) for source in image or []]
+        messages = [ChatMessage("system", [system])] if system else []
+        messages.append(ChatMessage("user", [*images, prompt]))
+        generator = load_model(spec.source, name=spec.name)
+        if generator.capabilities.kind != "chat":
+            raise typer.BadParameter(f"{spec.source} is not a chat model", param_hint="--model")
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        text = ""
+        for delta in generator.generate(messages, sampling):
+            text += delta.text
+            if stream:
+                typer.echo(delta.text, nl=False)
+        typer.echo("" if stream else text)
+    except PolyseekError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
