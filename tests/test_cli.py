@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from conftest import DEFAULT_MODEL
+from conftest import CHAT_MODEL, DEFAULT_MODEL
 
 
 def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -44,16 +44,32 @@ def test_embed_bad_task_is_a_clear_error():
 def test_models_json_declares_capabilities():
     result = polyseek("models", "--json")
     assert result.returncode == 0, result.stderr
-    (card,) = json.loads(result.stdout)
-    assert card["id"] == DEFAULT_MODEL
-    caps = card["capabilities"]
+    cards = {card["id"]: card["capabilities"] for card in json.loads(result.stdout)}
+    assert set(cards) == {DEFAULT_MODEL, CHAT_MODEL}
+    caps = cards[DEFAULT_MODEL]
     assert (caps["dim"], caps["max_tokens"], caps["multivector"]) == (384, 256, False)
+    assert (cards[CHAT_MODEL]["kind"], cards[CHAT_MODEL]["modalities"]) == ("chat", ["text"])
 
 
 def test_models_table():
     result = polyseek("models")
     assert result.returncode == 0, result.stderr
     assert DEFAULT_MODEL in result.stdout and "384" in result.stdout
+
+
+def test_chat_prompt_streams_an_answer():
+    result = polyseek("chat", "-p", "What is the capital of France?", "--stream")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_chat_with_an_image_on_a_text_only_model_is_a_clear_error(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(image)
+    result = polyseek("chat", "-p", "What colour?", "-i", str(image))
+    assert result.returncode == 2 and "text-only" in result.stderr
 
 
 def test_serve_refuses_a_malformed_model_option():

@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import DEFAULT_MODEL
+from conftest import CHAT_MODEL, DEFAULT_MODEL
 
 
 def sdk(server: str) -> openai.OpenAI:
@@ -34,9 +34,10 @@ def test_sdk_float_format_and_dimensions(server):
 
 
 def test_sdk_lists_models_with_capabilities(server):
-    (model,) = sdk(server).models.list().data
-    assert model.id == DEFAULT_MODEL
-    caps = model.model_extra["capabilities"]
+    models = {m.id: m for m in sdk(server).models.list().data}
+    assert set(models) == {DEFAULT_MODEL, CHAT_MODEL}
+    assert models[CHAT_MODEL].model_extra["capabilities"]["kind"] == "chat"
+    caps = models[DEFAULT_MODEL].model_extra["capabilities"]
     assert caps["dim"] == 384 and caps["modalities"] == ["text"] and caps["max_tokens"] == 256
 
 

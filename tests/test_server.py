@@ -34,6 +34,10 @@ def test_server_answers_503_while_loading_then_serves():
         assert embedded.status_code == 503
         assert embedded.json()["error"]["message"].startswith("Model is loading")
         assert embedded.headers["retry-after"]
+        chat = httpx.post(f"{url}/v1/chat/completions",
+                          json={"model": DEFAULT_MODEL, "messages": [{"role": "user",
+                                                                       "content": "hi"}]})
+        assert chat.status_code == 503
         listed = httpx.get(f"{url}/v1/models").json()["data"][0]
         assert listed["status"] == "loading" and listed["capabilities"] is None
 

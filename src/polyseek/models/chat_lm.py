@@ -83,8 +83,10 @@ class CausalLMGenerator:
             (staging / "config.json").write_text(json.dumps(config, indent=2))
             model.generation_config.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
-            shutil.rmtree(cache, ignore_errors=True)
-            staging.rename(cache)
+            try:
+                staging.rename(cache)
+            except OSError:  # another process finished the same conversion first
+                shutil.rmtree(staging, ignore_errors=True)
         return cls.from_directory(cache, name or gguf.stem)
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
