@@ -134,11 +134,6 @@ def _load(source: ImageSource, limits: ImageLimits) -> Image.Image:
     raise InvalidInput(f"expected an image reference, bytes or a PIL image, not {kind}")
 
 
-def read_source(source: str, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
-    """The encoded image bytes a reference string points to (data URI, URL, base64, path)."""
-    return _read_reference(source, limits)[0]
-
-
 def _read_reference(source: str, limits: ImageLimits) -> tuple[bytes, str]:
     """The bytes behind a reference, and how to name it in an error message."""
     text = source.strip()

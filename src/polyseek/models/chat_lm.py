@@ -101,9 +101,6 @@ class CausalLMGenerator:
             turns, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     @torch.inference_mode()
     def sample(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
         """Token ids, one per step, with the KV cache; stops when the consumer stops."""

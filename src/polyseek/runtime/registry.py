@@ -99,10 +99,6 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self.entries)
 
-    @property
-    def ready(self) -> bool:
-        return all(e.state == "ready" for e in self.entries.values())
-
     def load_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.load_all, name="model-loader", daemon=True)
         thread.start()
