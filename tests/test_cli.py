@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL
+from conftest import CHAT_MODEL, DEFAULT_MODEL, FIXTURES, write_tiny_jina_vlm
 
 
 def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -70,6 +70,15 @@ def test_chat_with_an_image_on_a_text_only_model_is_a_clear_error(tmp_path):
     Image.new("RGB", (32, 32), "red").save(image)
     result = polyseek("chat", "-p", "What colour?", "-i", str(image))
     assert result.returncode == 2 and "text-only" in result.stderr
+
+
+def test_chat_with_several_images_on_jina_vlm(tmp_path):
+    directory = write_tiny_jina_vlm(tmp_path)
+    images = FIXTURES / "jina-vlm"
+    result = polyseek("chat", "-m", str(directory), "-p", "Describe this image.",
+                      "-i", str(images / "image_small.png"), "-i", str(images / "image_scene.png"),
+                      "--max-tokens", "3", "--stream")
+    assert result.returncode == 0, result.stderr
 
 
 def test_serve_refuses_a_malformed_model_option():
