@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from polyseek import __version__
-from polyseek.api import chat, embeddings, models
+from polyseek.api import chat, embeddings, models, rerank
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
@@ -51,7 +51,7 @@ def create_app(settings: ServerSettings | None = None,
     app.state.started = int(time.time())
     install_error_handlers(app)
 
-    for router in (embeddings.router, chat.router, models.router):
+    for router in (embeddings.router, rerank.router, chat.router, models.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     @app.get("/health")

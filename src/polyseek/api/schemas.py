@@ -161,3 +161,50 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (503, "model loading or failed to load"),
     ]
 }
+
+
+RerankItem = str | TextInput | ImageInput
+
+
+class RerankRequest(BaseModel):
+    """Jina's rerank request."""
+
+    model: str
+    query: RerankItem
+    documents: list[RerankItem] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1, description="null: all documents")
+    return_documents: bool = True
+
+    @field_validator("query")
+    @classmethod
+    def _query_not_empty(cls, value: Any) -> Any:
+        if value == "" or (isinstance(value, TextInput) and not value.text):
+            raise ValueError("query must not be empty")
+        return value
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                _check_text(v.get("text") if isinstance(v, dict) else v, i)
+        return value
+
+
+def rerank_echo(value: RerankItem) -> dict[str, str]:
+    """The document as Jina echoes it: {"text": ...} or {"image": ...}."""
+    if isinstance(value, ImageInput):
+        return {"image": value.image}
+    return {"text": value if isinstance(value, str) else value.text}
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    usage: Usage
+    results: list[RerankResult]

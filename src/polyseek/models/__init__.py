@@ -9,8 +9,15 @@ from pathlib import Path
 
 import torch
 
-from polyseek.models.base import Capabilities, Embedder, EncodeJob, Generator  # noqa: F401
+from polyseek.models.base import (  # noqa: F401
+    Capabilities,
+    Embedder,
+    EncodeJob,
+    Generator,
+    Reranker,
+)
 from polyseek.models.chat_lm import CAUSAL_LM_MODEL_TYPES, CausalLMGenerator
+from polyseek.models.cross_encoder import CrossEncoder, is_cross_encoder
 from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
@@ -61,7 +68,7 @@ def read_config(directory: Path) -> dict:
 
 
 def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
-               **options) -> Embedder | Generator:
+               **options) -> Embedder | Generator | Reranker:
     """Load a model from SOURCE; its family is chosen from config.json, never from the name."""
     directory = resolve_source(source)
     ggufs = sorted(directory.glob("*.gguf"))
@@ -69,6 +76,8 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
         return CausalLMGenerator.from_gguf(ggufs[0], name=name or source)
     config = read_config(directory)
     model_type = config.get("model_type", "")
+    if model_type in ENCODER_MODEL_TYPES and is_cross_encoder(config):
+        return CrossEncoder(directory, name=name or source)
     if model_type in ENCODER_MODEL_TYPES:
         return HFEncoder(directory, name=name or source, **options)
     if model_type == "jvlm":

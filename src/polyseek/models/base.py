@@ -17,7 +17,7 @@ from polyseek.inputs.items import Item
 class Capabilities:
     """What a model can do, declared once at load time (never discovered by trial)."""
 
-    kind: str  # "embedding"
+    kind: str  # "embedding", "chat" or "rerank"
     family: str  # e.g. "hf-encoder"
     modalities: tuple[str, ...] = ("text",)
     tasks: tuple[str, ...] = ()
@@ -28,6 +28,7 @@ class Capabilities:
     multivector: bool = False
     multivector_dim: int | None = None
     pooling: str = "mean"
+    reranker: str | None = None  # how /v1/rerank scores with it: "bi-encoder", "cross-encoder"
     extras: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -118,6 +119,13 @@ class TextDelta:
     finish_reason: str | None = None  # "stop" or "length" on the last delta
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    capabilities: Capabilities
+
+    def score(self, query: Item | str, documents: Sequence[Item | str]) -> list[float]: ...
 
 
 @runtime_checkable

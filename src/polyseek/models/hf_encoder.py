@@ -109,6 +109,7 @@ class HFEncoder:
             min_dim=min(MIN_TRUNCATED_DIM, config.hidden_size),
             max_tokens=read_max_tokens(self.directory, config, self.tokenizer),
             pooling=self.pooling,
+            reranker="bi-encoder",
             extras={"architecture": (config.architectures or [config.model_type])[0],
                     "source": str(self.directory)},
         )

@@ -20,11 +20,12 @@ from polyseek.models import (
     load_model,
     resolve_source,
 )
-from polyseek.models.base import Capabilities, Embedder, Generator
+from polyseek.models.base import Capabilities, Embedder, Generator, Reranker
 from polyseek.runtime.batcher import Batcher, BatchLimits
 from polyseek.runtime.chat_engine import ChatEngine
 from polyseek.runtime.engine import EmbeddingEngine
 from polyseek.runtime.metrics import Metrics
+from polyseek.runtime.rerank import RerankEngine
 
 log = logging.getLogger("polyseek.registry")
 
@@ -65,17 +66,17 @@ class ModelEntry:
     spec: ModelSpec
     state: str = "loading"  # loading | ready | failed
     error: str | None = None
-    engine: EmbeddingEngine | ChatEngine | None = None
+    engine: EmbeddingEngine | ChatEngine | RerankEngine | None = None
 
     @property
     def capabilities(self) -> Capabilities | None:
         return self.engine.capabilities if self.engine else None
 
 
-Loader = Callable[[ModelSpec], Embedder | Generator]
+Loader = Callable[[ModelSpec], Embedder | Generator | Reranker]
 
 
-def load_spec(spec: ModelSpec) -> Embedder | Generator:
+def load_spec(spec: ModelSpec) -> Embedder | Generator | Reranker:
     return load_model(spec.source, name=spec.name)
 
 
@@ -116,8 +117,13 @@ class ModelRegistry:
                 log.error("model %s failed to load: %s", entry.spec.name, entry.error)
                 continue
             name = entry.spec.name
-            if model.capabilities.kind == "chat":
+            kind = model.capabilities.kind
+            if kind == "chat":
                 entry.engine = ChatEngine(name, model, self.metrics)
+            elif kind == "rerank":
+                batcher = (Batcher(model, name, self.limits, self.metrics)
+                           if hasattr(model, "prepare_pairs") else None)
+                entry.engine = RerankEngine(name, model, batcher)
             else:
                 batcher = Batcher(model, name, self.limits, self.metrics)
                 entry.engine = EmbeddingEngine(name, model, batcher)
@@ -138,13 +144,19 @@ class ModelRegistry:
     def chat_engine(self, name: str) -> ChatEngine:
         return self._engine(name, ChatEngine, "chat", "/v1/embeddings")
 
+    def rerank_engine(self, name: str) -> RerankEngine | EmbeddingEngine:
+        engine = self.engine(name)
+        if isinstance(engine, ChatEngine) or engine.capabilities.reranker is None:
+            raise WrongModelKind(f"model {name!r} cannot rerank")
+        return engine
+
     def _engine(self, name: str, kind: type, label: str, other_route: str):
         engine = self.engine(name)
         if not isinstance(engine, kind):
             raise WrongModelKind(f"model {name!r} is not a {label} model; use {other_route}")
         return engine
 
-    def engine(self, name: str) -> EmbeddingEngine | ChatEngine:
+    def engine(self, name: str) -> EmbeddingEngine | ChatEngine | RerankEngine:
         """The ready engine for `name`; UnknownModel or ModelLoading otherwise."""
         entry = self.entry(name)
         if entry.state == "failed":

@@ -1,0 +1,87 @@
+"""Cross-encoder rerankers: `*ForSequenceClassification` encoders (bge / jina v2 rerankers).
+
+Each (query, document) pair is one sequence; the single logit, through a sigmoid, is the
+relevance score. Documents are truncated to fit the context, the query never is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from polyseek.errors import InvalidInput
+from polyseek.inputs.items import Item
+from polyseek.models.base import Capabilities, EncodeJob, plan_batches
+from polyseek.models.hf_encoder import read_max_tokens, text_of
+
+
+def is_cross_encoder(config: dict) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures", []))
+
+
+class CrossEncoder:
+    def __init__(self, directory: str | Path, name: str = ""):
+        self.directory = Path(directory)
+        self.name = name or self.directory.name
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).eval()
+        config = self.model.config
+        if config.num_labels != 1:
+            raise ValueError(f"{self.name}: a cross-encoder has one output, not "
+                             f"{config.num_labels}")
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.capabilities = Capabilities(
+            kind="rerank",
+            family="cross-encoder",
+            modalities=("text",),
+            max_tokens=read_max_tokens(self.directory, config, self.tokenizer),
+            reranker="cross-encoder",
+            extras={"architecture": (config.architectures or [""])[0]},
+        )
+
+    def prepare_pairs(self, query: Item | str, documents: Sequence[Item | str]) -> list[EncodeJob]:
+        """One job per (query, document) pair, the document cut to fit the context."""
+        text = text_of(query, 0, self.name)
+        docs = [text_of(d, i, self.name) for i, d in enumerate(documents)]
+        budget = self.capabilities.max_tokens
+        query_ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        if len(query_ids) > budget // 2:
+            raise InvalidInput(f"the query has {len(query_ids)} tokens; at most {budget // 2} "
+                               f"leave room for documents in {self.name!r}", ("query",))
+        encoded = self.tokenizer([text] * len(docs), docs, truncation="only_second",
+                                 max_length=budget)
+        return [EncodeJob(ids) for ids in encoded["input_ids"]]
+
+    @torch.inference_mode()
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
+        """Relevance logits, one [1] array per pair job."""
+        width = max(job.n_tokens for job in jobs)
+        ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        types = torch.zeros_like(ids)
+        for row, job in enumerate(jobs):
+            ids[row, : job.n_tokens] = torch.tensor(job.ids)
+            mask[row, : job.n_tokens] = 1
+            types[row, : job.n_tokens] = torch.tensor(self._token_types(job.ids))
+        kwargs = {"token_type_ids": types} if self.model.config.type_vocab_size > 1 else {}
+        logits = self.model(input_ids=ids, attention_mask=mask, **kwargs).logits  # [B, 1]
+        return [row.float().numpy() for row in logits]
+
+    def _token_types(self, ids: list[int]) -> list[int]:
+        """BERT segment ids: 0 up to and including the first [SEP], 1 after it."""
+        sep = self.tokenizer.sep_token_id
+        first = ids.index(sep) if sep in ids else len(ids) - 1
+        return [0] * (first + 1) + [1] * (len(ids) - first - 1)
+
+    def score(self, query: Item | str, documents: Sequence[Item | str],
+              batch_size: int = 32) -> list[float]:
+        jobs = self.prepare_pairs(query, documents)
+        logits = np.zeros(len(jobs), dtype=np.float32)
+        for batch in plan_batches([j.n_tokens for j in jobs], 1 << 30, batch_size):
+            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
+                logits[i] = out[0]
+        return (1 / (1 + np.exp(-logits))).tolist()

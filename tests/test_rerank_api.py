@@ -1,0 +1,130 @@
+"""POST /v1/rerank: the default bi-encoder and a tiny random cross-encoder, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from polyseek.api.app import ServerSettings, create_app
+from polyseek.models import DEFAULT_MODEL_SOURCE, resolve_source
+from polyseek.runtime.registry import ModelSpec
+
+from conftest import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+
+QUERY = "What is the capital of France?"
+DOCUMENTS = ["Bananas are rich in potassium.", "Paris is the capital and largest city of France.",
+             "Berlin is the capital of Germany.", "The Eiffel Tower stands in Paris."]
+
+
+def rerank(url_or_client, **body):
+    post = url_or_client.post if hasattr(url_or_client, "post") else httpx.post
+    prefix = "" if hasattr(url_or_client, "post") else url_or_client
+    return post(f"{prefix}/v1/rerank", json=body, timeout=60)
+
+
+def test_bi_encoder_ranks_by_cosine_in_order(client, minilm):
+    response = rerank(client, model=DEFAULT_MODEL, query=QUERY, documents=DOCUMENTS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    vectors = minilm.encode([QUERY, *DOCUMENTS])
+    cosine = vectors[1:] @ vectors[0]
+    assert [r["index"] for r in body["results"]] == list(np.argsort(-cosine))
+    np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
+                               np.sort(cosine)[::-1], atol=1e-5)
+    assert body["results"][0]["document"] == {"text": DOCUMENTS[1]}
+    n_tokens = sum(map(len, minilm.tokenize([QUERY, *DOCUMENTS], truncate=True)))
+    assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
+    assert body["model"] == DEFAULT_MODEL
+
+
+def test_top_n_return_documents_and_object_forms(client):
+    body = rerank(client, model=DEFAULT_MODEL, query={"text": QUERY},
+                  documents=[{"text": d} for d in DOCUMENTS], top_n=2,
+                  return_documents=False).json()
+    assert len(body["results"]) == 2 and body["results"][0]["index"] == 1
+    assert all("document" not in r for r in body["results"])
+    everything = rerank(client, model=DEFAULT_MODEL, query=QUERY, documents=DOCUMENTS, top_n=99)
+    assert len(everything.json()["results"]) == len(DOCUMENTS)
+
+
+def test_models_declare_how_they_rerank(client):
+    cards = {m["id"]: m["capabilities"] for m in client.get("/v1/models").json()["data"]}
+    assert cards[DEFAULT_MODEL]["reranker"] == "bi-encoder"
+    assert cards[CHAT_MODEL]["reranker"] is None
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"query": "", "documents": ["a"]}, 422),
+    ({"query": "q", "documents": []}, 422),
+    ({"query": "q", "documents": ["a", ""]}, 422),
+    ({"query": "q", "documents": ["a"], "top_n": 0}, 422),
+    ({"query": {"image": "https://example.com/q.png"}, "documents": ["a"]}, 422),
+    ({"query": "q", "documents": ["a", {"image": "data:image/png;base64,AAAA"}]}, 422),
+    ({"query": "q", "documents": ["a"] * 2049}, 413),
+])
+def test_bad_rerank_requests(client, body, status):
+    response = rerank(client, model=DEFAULT_MODEL, **body)
+    assert response.status_code == status, response.text
+
+
+def test_models_that_cannot_rerank(client):
+    assert rerank(client, model="nope", query="q", documents=["a"]).status_code == 400
+    chat = rerank(client, model=CHAT_MODEL, query="q", documents=["a"])
+    assert chat.status_code == 400 and "cannot rerank" in chat.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory):
+    """A tiny random BERT cross-encoder (one relevance logit) with MiniLM's tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    directory = tmp_path_factory.mktemp("cross-encoder")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, num_labels=1,
+                        max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    source = resolve_source(DEFAULT_MODEL_SOURCE)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        shutil.copy(source / name, directory / name)
+    assert json.loads((directory / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"]
+    return directory
+
+
+def reference_scores(directory, query: str, documents: list[str]) -> np.ndarray:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    with torch.no_grad():
+        batch = tokenizer([query] * len(documents), documents, padding=True,
+                          truncation="only_second", max_length=64, return_tensors="pt")
+        return torch.sigmoid(model(**batch).logits[:, 0]).numpy()
+
+
+def test_cross_encoder_scores_pairs_like_transformers(cross_encoder_dir):
+    long_document = "paris " * 200  # over the 64-token context: the document is cut
+    documents = [*DOCUMENTS, long_document]
+    settings = ServerSettings(models=[ModelSpec("tiny-ce", str(cross_encoder_dir))])
+    with serve_in_thread(create_app(settings)) as url:
+        card = httpx.get(f"{url}/v1/models").json()["data"][0]["capabilities"]
+        assert (card["kind"], card["reranker"], card["max_tokens"]) == (
+            "rerank", "cross-encoder", 64)
+        response = rerank(url, model="tiny-ce", query=QUERY, documents=documents)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        embed = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny-ce", "input": "x"})
+        assert embed.status_code == 400
+    want = reference_scores(cross_encoder_dir, QUERY, documents)
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    np.testing.assert_allclose([got[i] for i in range(len(documents))], want, atol=1e-5)
+    scores = [r["relevance_score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert body["usage"]["total_tokens"] > 64 * len(DOCUMENTS) // 4
