@@ -60,6 +60,19 @@ def resolve_source(source: str) -> Path:
     )
 
 
+def is_jina_v4_config(config: dict) -> bool:
+    """jina-embeddings-v4: the released config.json has neither `architectures` nor
+    `model_type`, so the family is recognised by its own fields too."""
+    if "JinaEmbeddingsV4Model" in (config.get("architectures") or []):
+        return True
+    return "task_names" in config and "multi_vector_projector_dim" in config
+
+
+def is_jina_reranker_m0(config: dict) -> bool:
+    """jina-reranker-m0 is recognised by its architecture (its model_type is Qwen2-VL's)."""
+    return "JinaVLForRanking" in (config.get("architectures") or [])
+
+
 def read_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.exists():
@@ -76,6 +89,14 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
         return CausalLMGenerator.from_gguf(ggufs[0], name=name or source)
     config = read_config(directory)
     model_type = config.get("model_type", "")
+    if is_jina_v4_config(config):
+        from polyseek.models.jina_v4 import JinaEmbeddingsV4
+
+        return JinaEmbeddingsV4.from_pretrained(directory, name=name or source, **options)
+    if is_jina_reranker_m0(config):
+        from polyseek.models.jina_reranker_m0 import JinaRerankerM0
+
+        return JinaRerankerM0.from_pretrained(directory, name=name or source, **options)
     if model_type in ENCODER_MODEL_TYPES and is_cross_encoder(config):
         return CrossEncoder(directory, name=name or source)
     if model_type in ENCODER_MODEL_TYPES:
@@ -95,6 +116,14 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
 def build_module(config: dict) -> torch.nn.Module:
     """The uninitialised module tree for a released config.json (works on the meta device)."""
     model_type = config.get("model_type", "")
+    if is_jina_v4_config(config):
+        from polyseek.models.jina_v4 import build_jina_v4
+
+        return build_jina_v4(config)
+    if is_jina_reranker_m0(config):
+        from polyseek.models.jina_reranker_m0 import build_reranker_m0
+
+        return build_reranker_m0(config)
     if model_type == "jvlm":
         from polyseek.models.jina_vlm import JinaVLMConfig, JinaVLMForConditionalGeneration
 
