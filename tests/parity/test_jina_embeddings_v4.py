@@ -268,8 +268,8 @@ def write_placeholder_tokenizer(directory: Path, golden_json: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory, golden_json) -> JinaEmbeddingsV4:
-    """The tiny model laid out as a released checkpoint directory, loaded by from_pretrained."""
+def checkpoint(tmp_path_factory, golden_json) -> Path:
+    """The tiny model laid out as a released checkpoint directory."""
     directory = tmp_path_factory.mktemp("jina-v4")
     base, adapters = split_weights()
     (directory / "config.json").write_text((V4 / "tiny_config.json").read_text())
@@ -281,7 +281,12 @@ def embedder(tmp_path_factory, golden_json) -> JinaEmbeddingsV4:
     (directory / "preprocessor_config.json").write_text(json.dumps(
         {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "merge_size": 2}))
     write_placeholder_tokenizer(directory, golden_json)
-    return JinaEmbeddingsV4.from_pretrained(directory, name="v4-tiny")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def embedder(checkpoint) -> JinaEmbeddingsV4:
+    return JinaEmbeddingsV4.from_pretrained(checkpoint, name="v4-tiny")
 
 
 def image_item() -> ImageItem:
@@ -344,3 +349,37 @@ def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="late chunking"):
         embedder.prepare(["x"], late_chunking=True)
     assert embedder.encode(["w111"]).shape == (1, 128)  # no task: the default (text-matching)
+
+
+def test_served_over_v1_embeddings(checkpoint, embedder):
+    """Tasks, images, Matryoshka dimensions and multi-vectors through the HTTP route."""
+    import httpx
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    from conftest import serve_in_thread
+
+    image = image_item().source
+    settings = ServerSettings(models=[ModelSpec("v4-tiny", str(checkpoint))])
+    with serve_in_thread(create_app(settings)) as url:
+        def embed(**body):
+            return httpx.post(f"{url}/v1/embeddings", json={"model": "v4-tiny", **body},
+                              timeout=120)
+
+        for task in embedder.capabilities.tasks:
+            response = embed(input=[PLACEHOLDER_TEXT_A, {"image": image}], task=task)
+            assert response.status_code == 200, response.text
+            got = np.array([d["embedding"] for d in response.json()["data"]])
+            want = embedder.encode([PLACEHOLDER_TEXT_A, image_item()], task=task)
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        short = embed(input=PLACEHOLDER_TEXT_B, task="retrieval.query", dimensions=16)
+        assert len(short.json()["data"][0]["embedding"]) == 16
+        multi = embed(input=[PLACEHOLDER_TEXT_B, image], task="retrieval.passage",
+                      return_multivector=True)
+        assert multi.status_code == 200, multi.text
+        rows = [np.array(d["embeddings"]) for d in multi.json()["data"]]
+        assert all(r.ndim == 2 and r.shape[1] == 32 for r in rows)
+        np.testing.assert_allclose(np.linalg.norm(rows[0], axis=1), 1.0, atol=1e-5)
+        assert embed(input="x", task="separation").status_code == 422
+        assert embed(input="x", task="retrieval.query", dimensions=4).status_code == 422

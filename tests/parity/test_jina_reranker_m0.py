@@ -300,3 +300,37 @@ def test_capabilities_and_bad_items(reranker):
     assert reranker.image_processor.size.longest_edge == 602112
     with pytest.raises(InvalidInput, match=r"documents\[1\]"):
         reranker.score("w11", ["w21", 42])
+
+
+def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
+    """Text and image documents through Jina's /v1/rerank, scored like the model in-process."""
+    import httpx
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    from conftest import serve_in_thread
+
+    data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
+    (query, document), *_ = pairs_of(golden_json)
+    documents = [document, {"image": data_uri}, "w31 w32"]
+    settings = ServerSettings(models=[ModelSpec("m0-tiny", str(checkpoint))])
+    with serve_in_thread(create_app(settings)) as url:
+        card = httpx.get(f"{url}/v1/models").json()["data"][0]["capabilities"]
+        assert card["kind"] == "rerank" and card["modalities"] == ["text", "image"]
+        response = httpx.post(f"{url}/v1/rerank", timeout=120, json={
+            "model": "m0-tiny", "query": query, "documents": documents})
+        broken = httpx.post(f"{url}/v1/rerank", timeout=120, json={
+            "model": "m0-tiny", "query": query,
+            "documents": [{"image": "data:image/png;base64,bm90IGFuIGltYWdl"}]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    want = reranker.score(query, [document, ImageItem(data_uri), "w31 w32"])
+    assert {r["index"]: r["relevance_score"] for r in results} == pytest.approx(
+        dict(enumerate(want)), abs=ATOL)
+    assert [r["relevance_score"] for r in results] == sorted(want, reverse=True)
+    assert results[[r["index"] for r in results].index(1)]["document"] == {"image": data_uri}
+    n_tokens = reranker.score_pairs(query, [document, ImageItem(data_uri), "w31 w32"])[1]
+    assert response.json()["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
+    assert n_tokens > 0
+    assert broken.status_code == 422, broken.text

@@ -383,6 +383,10 @@ class JinaRerankerM0:
 
     def score(self, query, documents: Sequence) -> list[float]:
         """Relevance in (0, 1) per document, in order: sigmoid(logit - 2.65)."""
+        return self.score_pairs(query, documents)[0]
+
+    def score_pairs(self, query, documents: Sequence) -> tuple[list[float], int]:
+        """The scores, and the tokens (text and image) the pairs took."""
         pairs = self.build_pairs(query, documents)
         logits = np.zeros(len(pairs), dtype=np.float32)
         lengths = [p.n_tokens for p in pairs]
@@ -390,4 +394,4 @@ class JinaRerankerM0:
             b = collate([pairs[i] for i in batch], self.pad_id)
             out = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
             logits[batch] = out.numpy()
-        return scores_from_logits(torch.from_numpy(logits)).tolist()
+        return scores_from_logits(torch.from_numpy(logits)).tolist(), sum(lengths)

@@ -27,7 +27,7 @@ class RerankOutput:
 
 class RerankEngine:
     """Scores (query, document) pairs: batched across requests when the model exposes
-    pair jobs (`prepare_pairs` + `embed_jobs`), else one `score` call at a time."""
+    pair jobs (`prepare_pairs` + `embed_jobs`), else one `score_pairs` call at a time."""
 
     def __init__(self, name: str, model: Reranker, batcher: Batcher | None):
         self.name = name
@@ -42,8 +42,9 @@ class RerankEngine:
     async def score(self, query: Item, documents: Sequence[Item]) -> RerankOutput:
         if self.batcher is None:
             async with self._lock:
-                scores = await asyncio.to_thread(self.model.score, query, documents)
-            return RerankOutput(list(scores), 0)
+                scores, n_tokens = await asyncio.to_thread(self.model.score_pairs, query,
+                                                           documents)
+            return RerankOutput(list(scores), n_tokens)
         jobs = await asyncio.to_thread(self.model.prepare_pairs, query, documents)
         logits = np.array([out[0] for out in await self.batcher.run(jobs)], dtype=np.float64)
         return RerankOutput((1 / (1 + np.exp(-logits))).tolist(), sum(j.n_tokens for j in jobs))
