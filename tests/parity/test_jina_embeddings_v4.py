@@ -17,7 +17,7 @@ from polyseek.errors import InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models import is_jina_v4_config
 from polyseek.models.base import Embedder
-from polyseek.models.checkpoint import load_strict
+from polyseek.models.checkpoint import load_strict, qwen_vl_module_key
 from polyseek.models.jina_v4 import (
     TIED,
     JinaEmbeddingsV4,
@@ -26,7 +26,6 @@ from polyseek.models.jina_v4 import (
     adapter_key_shapes,
     adapter_targets,
     build_jina_v4,
-    checkpoint_key_to_module_key,
     image_processor_from,
 )
 
@@ -75,7 +74,7 @@ def golden_json() -> dict:
 def tiny() -> JinaEmbeddingsV4Model:
     base, adapters = split_weights()
     model = build_jina_v4(tiny_config())
-    load_strict(model, {checkpoint_key_to_module_key(k): v for k, v in base.items()}, TIED)
+    load_strict(model, {qwen_vl_module_key(k): v for k, v in base.items()}, TIED)
     model.load_adapters(adapters, json.loads((V4 / "tiny_adapter_config.json").read_text()))
     return model.eval()
 
@@ -109,7 +108,7 @@ def test_meta_build_matches_in_memory_and_checkpoint_layouts(manifest):
     state = module.state_dict()
     in_memory = {p["key"]: p["shape"] for p in manifest["keys_in_memory"]}
     assert {k: list(v.shape) for k, v in state.items()} == in_memory
-    checkpoint = {checkpoint_key_to_module_key(p["key"]): p["shape"] for p in manifest["keys"]}
+    checkpoint = {qwen_vl_module_key(p["key"]): p["shape"] for p in manifest["keys"]}
     assert len(checkpoint) == manifest["counts"]["checkpoint_tensors"] == 826
     assert checkpoint == {k: v for k, v in in_memory.items() if k != "lm_head.weight"}
     n_params = sum(p.numel() for p in module.parameters())  # tied lm_head counted once
@@ -134,7 +133,7 @@ def test_adapter_targets_match_the_released_adapter_file(manifest):
 
 def test_tiny_weights_load_strictly_and_adapters_keep_the_state_dict(tiny):
     base, _ = split_weights()
-    names = {checkpoint_key_to_module_key(k) for k in base} | {"lm_head.weight"}
+    names = {qwen_vl_module_key(k) for k in base} | {"lm_head.weight"}
     assert set(tiny.state_dict()) == names  # adapters add no state_dict entries
     wrapped = [m for m in tiny.modules() if isinstance(m, MultiTaskLoRALinear)]
     assert len(wrapped) == 2 * 7 + 1  # 2 layers x 7 projections + the projector
@@ -145,7 +144,7 @@ def test_tiny_weights_load_strictly_and_adapters_keep_the_state_dict(tiny):
 
 def test_missing_or_misshapen_tensors_are_refused():
     base, adapters = split_weights()
-    state = {checkpoint_key_to_module_key(k): v for k, v in base.items()}
+    state = {qwen_vl_module_key(k): v for k, v in base.items()}
     config = json.loads((V4 / "tiny_adapter_config.json").read_text())
     with pytest.raises(ValueError, match="missing"):
         load_strict(build_jina_v4(tiny_config()),

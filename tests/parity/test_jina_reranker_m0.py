@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerFast
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models import is_jina_reranker_m0
+from polyseek.models.checkpoint import qwen_vl_module_key
 from polyseek.models.jina_reranker_m0 import (
     JinaRerankerM0,
     JinaRerankerM0Model,
@@ -32,7 +33,6 @@ from polyseek.models.jina_reranker_m0 import (
     load_checkpoint,
     scores_from_logits,
     to_checkpoint_key,
-    to_module_key,
 )
 
 from conftest import FIXTURES
@@ -155,7 +155,7 @@ def test_tiny_weights_load_strictly_in_either_layout():
     load_checkpoint(module, legacy)
     state = module.state_dict()
     for key, tensor in legacy.items():
-        assert torch.equal(state[to_module_key(key)], tensor), key
+        assert torch.equal(state[qwen_vl_module_key(key)], tensor), key
     assert module.lm_head.weight is module.model.language_model.embed_tokens.weight
     assert not any(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()])
 

@@ -56,3 +56,18 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor],
     for alias, source in (tied or {}).items():  # assign=True gave each name its own tensor
         owner, _, name = alias.rpartition(".")
         setattr(module.get_submodule(owner), name, module.get_parameter(source))
+
+
+def qwen_vl_module_key(key: str) -> str:
+    """A Qwen-VL checkpoint's legacy name -> its name in current transformers' module tree.
+
+    `model.X` -> `model.language_model.X` (unless already under language_model/visual),
+    `visual.X` -> `model.visual.X`; any other name is unchanged.
+    """
+    if key.startswith(("model.language_model.", "model.visual.")):
+        return key
+    if key.startswith("model."):
+        return "model.language_model." + key.removeprefix("model.")
+    if key.startswith("visual."):
+        return "model." + key
+    return key

@@ -17,7 +17,7 @@ M-RoPE ids (pads at 1), computed per call, so no `rope_deltas` state is carried 
 Checkpoint names: releases use the legacy Qwen2-VL layout (`model.*` for the text model,
 `visual.*`, `score.*`); the module holds current transformers names (`model.language_model.*`,
 `model.visual.*`, `score.*`, plus `lm_head.weight`, the tied alias of the embedding matrix).
-`to_module_key` / `to_checkpoint_key` map one to the other.
+`checkpoint.qwen_vl_module_key` / `to_checkpoint_key` map one to the other.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models.base import Capabilities, plan_batches
-from polyseek.models.checkpoint import load_strict, read_state_dict
+from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 ARCHITECTURE = "JinaVLForRanking"
 SCORE_TOKEN_ID = 100  # hard-coded in the reference, not in the config
@@ -129,17 +129,6 @@ def build_reranker_m0(config: dict) -> JinaRerankerM0Model:
     return JinaRerankerM0Model(qwen2_vl_config(config))
 
 
-def to_module_key(key: str) -> str:
-    """Legacy checkpoint name -> module name (`model.*` text, `visual.*` vision)."""
-    if key.startswith(("model.language_model.", "model.visual.")):
-        return key
-    if key.startswith("model."):
-        return "model.language_model." + key.removeprefix("model.")
-    if key.startswith("visual."):
-        return "model." + key
-    return key
-
-
 def to_checkpoint_key(key: str) -> str:
     """Module name -> legacy checkpoint name."""
     if key.startswith("model.visual."):
@@ -151,7 +140,7 @@ def to_checkpoint_key(key: str) -> str:
 
 def load_checkpoint(module: JinaRerankerM0Model, state: dict[str, torch.Tensor]) -> None:
     """Strictly load a checkpoint in either layout; the tied alias may be absent."""
-    load_strict(module, {to_module_key(k): v for k, v in state.items()}, module.tied_weights())
+    load_strict(module, {qwen_vl_module_key(k): v for k, v in state.items()}, module.tied_weights())
     module.init_rotary_buffers()
 
 

@@ -43,7 +43,7 @@ from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.models.base import Capabilities, EncodeJob, plan_batches, truncate_and_normalize
-from polyseek.models.checkpoint import load_strict, read_state_dict
+from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 FAMILY = "jina-embeddings-v4"
 ARCHITECTURE = "JinaEmbeddingsV4Model"
@@ -107,21 +107,6 @@ class JinaEmbeddingsV4Config:
     @property
     def hidden_size(self) -> int:
         return self.backbone.text_config.hidden_size
-
-
-def checkpoint_key_to_module_key(key: str) -> str:
-    """Legacy checkpoint name -> name in the module tree.
-
-    `model.X` -> `model.language_model.X` (unless already under language_model/visual),
-    `visual.X` -> `model.visual.X`; other names (multi_vector_projector.*) are unchanged.
-    """
-    if key.startswith(("model.language_model.", "model.visual.")):
-        return key
-    if key.startswith("model."):
-        return "model.language_model." + key.removeprefix("model.")
-    if key.startswith("visual."):
-        return "model." + key
-    return key
 
 
 # --- task LoRA --------------------------------------------------------------------------------
@@ -222,7 +207,7 @@ def normalize_adapter_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Te
         match = _ADAPTER_KEY.match(key)
         if match is None:
             raise ValueError(f"not a PEFT LoRA adapter key: {key!r}")
-        module = checkpoint_key_to_module_key(match["module"])
+        module = qwen_vl_module_key(match["module"])
         out[f"base_model.model.{module}.lora_{match['ab']}.{match['task']}.weight"] = value
     return out
 
@@ -392,7 +377,7 @@ def build_jina_v4(config: dict) -> JinaEmbeddingsV4Model:
     """The base module tree (no task adapters) for a released config.json; works on meta.
 
     Its state_dict has the in-memory names (`model.language_model.*`, `model.visual.*`, tied
-    `lm_head.weight`, `multi_vector_projector.*`); `checkpoint_key_to_module_key` maps the
+    `lm_head.weight`, `multi_vector_projector.*`); `qwen_vl_module_key` maps the
     checkpoint's legacy names onto them.
     """
     return JinaEmbeddingsV4Model(JinaEmbeddingsV4Config.from_dict(config))
@@ -404,7 +389,7 @@ def load_jina_v4_module(directory: Path, dtype: torch.dtype = torch.float32
     config = json.loads((directory / "config.json").read_text())
     with torch.device("meta"):
         model = build_jina_v4(config)
-    state = {checkpoint_key_to_module_key(k): v for k, v in read_state_dict(directory).items()}
+    state = {qwen_vl_module_key(k): v for k, v in read_state_dict(directory).items()}
     load_strict(model, state, TIED if model.config.backbone.tie_word_embeddings else None)
     adapters = directory / "adapters"
     if not (adapters / "adapter_model.safetensors").exists():
