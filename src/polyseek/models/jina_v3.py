@@ -1,0 +1,509 @@
+"""jina-embeddings-v3: XLM-RoBERTa with rotary positions and five task LoRA adapters.
+
+A published checkpoint directory holds `config.json` (the XLMRobertaFlashConfig: no
+distinguishing `model_type`; recognised by `position_embedding_type: "rotary"` together with
+`lora_adaptations`), `model.safetensors` with the LoRA wrapper's names (`roberta.*`), and the
+XLM-R tokenizer files.
+
+Every Linear and Embedding carries one low-rank delta per task, stored as
+`<module>.parametrizations.weight.original` (base) and `...weight.0.lora_{A,B}` [tasks, ...]:
+Linear `W + (B_t @ A_t) * alpha/r`, Embedding `E + (A_t @ B_t) * alpha/r` (A/B swapped).
+The task is chosen per row of a batch (`adapter_mask` [B] of task ids) or not at all (None).
+
+Blocks are post-norm: `h = norm1(h + out_proj(attn(Wqkv h)))`, `h = norm2(h + fc2(gelu(fc1 h)))`,
+with half-split rotary on q and k and a -10000 additive key padding mask. Embeddings follow the
+reference `encode()`: task prefix before tokenising, masked mean pooling, Matryoshka truncation,
+L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer
+
+from polyseek.errors import InputTooLarge, InvalidInput
+from polyseek.inputs.items import Item
+from polyseek.inputs.text import late_chunking_windows
+from polyseek.models.base import (
+    Capabilities,
+    EncodeJob,
+    per_input,
+    plan_batches,
+    truncate_and_normalize,
+)
+from polyseek.models.checkpoint import load_strict, read_state_dict
+from polyseek.models.hf_encoder import special_affixes, text_of
+
+FAMILY = "jina-embeddings-v3"
+ARCHITECTURE = "XLMRobertaLoRA"
+TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
+# The reference's task instructions, used when config.json does not carry `task_instructions`.
+DEFAULT_INSTRUCTIONS = {
+    "retrieval.query": "Represent the query for retrieving evidence documents: ",
+    "retrieval.passage": "Represent the document for retrieval: ",
+}
+MASK_FILL = -10000.0  # the reference's additive key padding mask
+
+
+def is_jina_v3_config(config: dict) -> bool:
+    """jina-embeddings-v3 (XLMRobertaFlashConfig): rotary positions plus LoRA adaptations."""
+    return config.get("position_embedding_type") == "rotary" and "lora_adaptations" in config
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JinaV3Config:
+    """The fields of an XLMRobertaFlashConfig that shape the module tree and its outputs."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    tasks: tuple[str, ...]
+    lora_rank: int = 4
+    lora_alpha: float = 1.0
+    rotary_emb_base: float = 10000.0
+    layer_norm_eps: float = 1e-5
+    type_vocab_size: int = 1
+    pad_token_id: int = 1
+    max_position_embeddings: int = 8194
+    matryoshka_dims: tuple[int, ...] = ()
+    instructions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> JinaV3Config:
+        if config.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"jina-embeddings-v3: unsupported hidden_act {config['hidden_act']!r}")
+        tasks = tuple(config.get("lora_adaptations") or ())
+        instructions = config.get("task_instructions") or {
+            t: DEFAULT_INSTRUCTIONS.get(t, "") for t in tasks}
+        return cls(
+            vocab_size=config["vocab_size"],
+            hidden_size=config["hidden_size"],
+            num_hidden_layers=config["num_hidden_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            intermediate_size=config["intermediate_size"],
+            tasks=tasks,
+            lora_rank=config.get("lora_rank", 4),
+            lora_alpha=config.get("lora_alpha", 1),
+            rotary_emb_base=config.get("rotary_emb_base", 10000.0),
+            layer_norm_eps=config.get("layer_norm_eps", 1e-5),
+            type_vocab_size=config.get("type_vocab_size", 1),
+            pad_token_id=config.get("pad_token_id", 1),
+            max_position_embeddings=config.get("max_position_embeddings", 8194),
+            matryoshka_dims=tuple(config.get("matryoshka_dimensions") or (config["hidden_size"],)),
+            instructions=dict(instructions),
+        )
+
+    @property
+    def lora_scaling(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_tokens(self) -> int:
+        """Context length: positions minus the RoBERTa offset (pad id + 1), 8192 released."""
+        return self.max_position_embeddings - self.pad_token_id - 1
+
+
+# --- task LoRA --------------------------------------------------------------------------------
+
+
+class LoRAParams(nn.Module):
+    """The task deltas of one weight: `lora_A` and `lora_B`, each [tasks, ...]."""
+
+    def __init__(self, a_shape: tuple[int, ...], b_shape: tuple[int, ...]):
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.zeros(a_shape))
+        self.lora_B = nn.Parameter(torch.zeros(b_shape))
+
+
+class ParametrizedWeight(nn.ModuleList):
+    """`parametrizations.weight`: the base tensor as `original`, the deltas as child `0`."""
+
+    def __init__(self, shape: tuple[int, int], lora: LoRAParams):
+        super().__init__([lora])
+        self.original = nn.Parameter(torch.empty(shape))
+
+
+class LoRALinear(nn.Module):
+    """y = x W^T + b + scaling * (x A_t^T) B_t^T, with t chosen per batch row (or no delta).
+
+    lora_A [tasks, r, in], lora_B [tasks, out, r].
+    """
+
+    def __init__(self, in_features: int, out_features: int, tasks: int, rank: int,
+                 scaling: float, bias: bool = True):
+        super().__init__()
+        lora = LoRAParams((tasks, rank, in_features), (tasks, out_features, rank))
+        self.parametrizations = nn.ModuleDict(
+            {"weight": ParametrizedWeight((out_features, in_features), lora)})
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor, adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        """x [B, ..., in], adapter_mask [B] task ids or None -> [B, ..., out]."""
+        weight = self.parametrizations["weight"]
+        out = F.linear(x, weight.original, self.bias)
+        if adapter_mask is None:
+            return out
+        a, b = weight[0].lora_A[adapter_mask], weight[0].lora_B[adapter_mask]  # [B, r, in/out]
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, N, in]
+        delta = flat @ a.transpose(1, 2) @ b.transpose(1, 2)  # [B, N, out]
+        return out + delta.reshape(out.shape) * self.scaling
+
+
+class LoRAEmbedding(nn.Module):
+    """E[ids] + scaling * A_t[ids] @ B_t per batch row.
+
+    lora_A [tasks, vocab, r], lora_B [tasks, r, H] (roles swapped relative to Linear).
+    """
+
+    def __init__(self, num: int, dim: int, tasks: int, rank: int, scaling: float):
+        super().__init__()
+        lora = LoRAParams((tasks, num, rank), (tasks, rank, dim))
+        self.parametrizations = nn.ModuleDict({"weight": ParametrizedWeight((num, dim), lora)})
+        self.scaling = scaling
+
+    def forward(self, ids: torch.Tensor, adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        """ids [B, L] -> [B, L, H]."""
+        weight = self.parametrizations["weight"]
+        out = F.embedding(ids, weight.original)
+        if adapter_mask is None:
+            return out
+        lora_a, lora_b = weight[0].lora_A, weight[0].lora_B
+        a = lora_a[adapter_mask.unsqueeze(1), ids]  # [B, L, r]
+        return out + (a @ lora_b[adapter_mask]) * self.scaling  # [B, L, H]
+
+
+# --- the encoder ------------------------------------------------------------------------------
+
+
+def rotate_half_split(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """GPT-NeoX rotary: halves (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin).
+
+    x [B, heads, L, d], cos/sin [L, d/2].
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Half-split rotary tables over the full head dim, built in float32 (non-persistent)."""
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        self.head_dim, self.base = head_dim, base
+
+    def inv_freq(self) -> torch.Tensor:
+        """[d/2]: 1 / base^(2i/d)."""
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+        return 1.0 / (self.base ** exponent)
+
+    def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [L, d/2] for positions 0..L-1."""
+        angles = torch.outer(torch.arange(length, dtype=torch.float32), self.inv_freq())
+        return angles.cos().to(device), angles.sin().to(device)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        h, lora = config.hidden_size, (len(config.tasks), config.lora_rank, config.lora_scaling)
+        self.heads = config.num_attention_heads
+        self.Wqkv = LoRALinear(h, 3 * h, *lora)
+        self.out_proj = LoRALinear(h, h, *lora)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rotary: tuple[torch.Tensor, ...],
+                adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        """x [B, L, H], bias [B, 1, 1, L] additive key mask -> [B, L, H]."""
+        b, n, _ = x.shape
+        qkv = self.Wqkv(x, adapter_mask).view(b, n, 3, self.heads, -1)  # [B, L, 3, h, d]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, h, L, d]
+        cos, sin = (t.to(x.dtype) for t in rotary)
+        q, k = rotate_half_split(q, cos, sin), rotate_half_split(k, cos, sin)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias  # [B, h, L, L]
+        context = scores.softmax(-1) @ v  # [B, h, L, d]
+        return self.out_proj(context.transpose(1, 2).reshape(b, n, -1), adapter_mask)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        lora = (len(config.tasks), config.lora_rank, config.lora_scaling)
+        self.fc1 = LoRALinear(config.hidden_size, config.intermediate_size, *lora)
+        self.fc2 = LoRALinear(config.intermediate_size, config.hidden_size, *lora)
+
+    def forward(self, x: torch.Tensor, adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x, adapter_mask)), adapter_mask)
+
+
+class Block(nn.Module):
+    """Post-norm transformer block."""
+
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        self.mixer = SelfAttention(config)
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor, rotary: tuple[torch.Tensor, ...],
+                adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.norm1(h + self.mixer(h, bias, rotary, adapter_mask))
+        return self.norm2(h + self.mlp(h, adapter_mask))
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        lora = (len(config.tasks), config.lora_rank, config.lora_scaling)
+        self.word_embeddings = LoRAEmbedding(config.vocab_size, config.hidden_size, *lora)
+        self.token_type_embeddings = LoRAEmbedding(config.type_vocab_size, config.hidden_size,
+                                                   *lora)
+
+    def forward(self, ids: torch.Tensor, adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        """ids [B, L] -> [B, L, H]; token type 0 everywhere, no absolute positions."""
+        types = torch.zeros_like(ids)
+        return self.word_embeddings(ids, adapter_mask) + self.token_type_embeddings(
+            types, adapter_mask)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+
+
+class Pooler(nn.Module):
+    """tanh(dense(h[:, 0])): in the checkpoint, unused by `encode()`."""
+
+    def __init__(self, config: JinaV3Config):
+        super().__init__()
+        self.dense = LoRALinear(config.hidden_size, config.hidden_size, len(config.tasks),
+                                config.lora_rank, config.lora_scaling)
+
+    def forward(self, h: torch.Tensor, adapter_mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.tanh(self.dense(h[:, 0], adapter_mask))
+
+
+@dataclass
+class JinaV3Output:
+    last_hidden_state: torch.Tensor  # [B, L, H]
+    hidden_states: tuple[torch.Tensor, ...]  # emb_ln output, then every layer's output
+    pooler_output: torch.Tensor | None  # [B, H]
+
+
+class XLMRobertaRotary(nn.Module):
+    """The `roberta` module: embeddings, emb_ln, post-norm rotary layers, optional pooler."""
+
+    def __init__(self, config: JinaV3Config, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.emb_ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.rotary = RotaryEmbedding(config.head_dim, config.rotary_emb_base)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                adapter_mask: torch.Tensor | None = None) -> JinaV3Output:
+        """input_ids/attention_mask [B, L] (right padded); adapter_mask [B] task ids or None."""
+        h = self.emb_ln(self.embeddings(input_ids, adapter_mask))  # [B, L, H]
+        bias = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * MASK_FILL  # [B, 1, 1, L]
+        rotary = self.rotary(input_ids.shape[1], h.device)
+        states = [h]
+        for layer in self.encoder.layers:
+            h = layer(h, bias, rotary, adapter_mask)
+            states.append(h)
+        pooled = self.pooler(h, adapter_mask) if self.pooler is not None else None
+        return JinaV3Output(h, tuple(states), pooled)
+
+
+class XLMRobertaLoRA(nn.Module):
+    """The checkpoint's top level: `roberta.*`, with task lookup by name."""
+
+    def __init__(self, config: JinaV3Config, add_pooling_layer: bool = True):
+        super().__init__()
+        self.config = config
+        self.roberta = XLMRobertaRotary(config, add_pooling_layer)
+
+    def adapter_mask(self, tasks: Sequence[str | None] | str | None,
+                     batch: int) -> torch.Tensor | None:
+        """Task names (one, or one per row) -> [B] int task ids; None -> no adapter.
+
+        Rows must either all name a task or all be None.
+        """
+        if tasks is None or isinstance(tasks, str):
+            tasks = [tasks] * batch
+        if all(t is None for t in tasks):
+            return None
+        unknown = [t for t in tasks if t not in self.config.tasks]
+        if unknown:
+            known = ", ".join(self.config.tasks)
+            raise ValueError(f"unknown task adapter {unknown[0]!r} ({known})")
+        return torch.tensor([self.config.tasks.index(t) for t in tasks], dtype=torch.long)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                task: Sequence[str | None] | str | None = None) -> JinaV3Output:
+        return self.roberta(input_ids, attention_mask,
+                            self.adapter_mask(task, input_ids.shape[0]))
+
+
+def build_jina_v3(config: dict) -> XLMRobertaLoRA:
+    """The module tree for a released config.json (pooler included); works on meta."""
+    return XLMRobertaLoRA(JinaV3Config.from_dict(config))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean [B, H] of hidden [B, L, H] in float32 (denominator clamped at 1e-9)."""
+    mask = attention_mask.unsqueeze(-1).float()
+    return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def load_jina_v3_module(directory: Path, dtype: torch.dtype = torch.float32) -> XLMRobertaLoRA:
+    """Built on meta, loaded strictly, cast to `dtype`, eval mode."""
+    config = json.loads((directory / "config.json").read_text())
+    with torch.device("meta"):
+        model = build_jina_v3(config)
+    load_strict(model, read_state_dict(directory))
+    return model.to(dtype).eval()
+
+
+# --- the Embedder -----------------------------------------------------------------------------
+
+
+class JinaEmbeddingsV3:
+    """Text embeddings with per-call task adapters, Matryoshka truncation and late chunking."""
+
+    def __init__(self, model: XLMRobertaLoRA, tokenizer, name: str = "",
+                 max_tokens: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name or FAMILY
+        config = model.config
+        self.pad_id = config.pad_token_id
+        self.prefix, self.suffix = special_affixes(tokenizer)
+        self.capabilities = Capabilities(
+            kind="embedding",
+            family=FAMILY,
+            modalities=("text",),
+            tasks=config.tasks,
+            dim=config.hidden_size,
+            min_dim=min(config.matryoshka_dims),
+            matryoshka_dims=config.matryoshka_dims,
+            max_tokens=max_tokens or config.max_tokens,
+            pooling="mean",
+            reranker="bi-encoder",
+            extras={"architecture": ARCHITECTURE},
+        )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, name: str = "",
+                        dtype: torch.dtype = torch.float32) -> JinaEmbeddingsV3:
+        """Load config.json, model.safetensors (or shards) and the tokenizer."""
+        directory = Path(directory)
+        model = load_jina_v3_module(directory, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        return cls(model, tokenizer, name or directory.name)
+
+    def instruction(self, task: str | None) -> str:
+        return self.model.config.instructions.get(task, "") if task else ""
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def prepare(self, items: Sequence[Item | str], task: str | None = None,
+                truncate: bool = True, late_chunking: bool = False,
+                multivector: bool = False) -> list[EncodeJob]:
+        """Validate and tokenise items into jobs; the task's instruction goes before each text.
+
+        With `late_chunking`, inputs are joined into context windows (the instruction once at
+        the start of each window) and each input is pooled over its own token span.
+        """
+        self.capabilities.check_task(task)
+        self.capabilities.check_multivector(multivector)
+        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
+        instruction = self.instruction(task)
+        limit = self.capabilities.max_tokens
+        if late_chunking:
+            head = self.prefix + self._pieces([instruction])[0] if instruction else self.prefix
+            windows = late_chunking_windows(self._pieces(texts), head, self.suffix, limit,
+                                            truncate)
+            return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
+        ids = self.tokenizer([instruction + t for t in texts], truncation=truncate,
+                             max_length=limit if truncate else None)["input_ids"]
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                raise InputTooLarge(f"input[{i}] has {len(seq)} tokens, over the {limit}-token "
+                                    f"context of {self.name!r}; shorten it or set truncate=true")
+        return [EncodeJob(seq, task) for seq in ids]
+
+    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    # -- forward ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
+        """One forward pass (tasks per row); per job the mean-pooled vector [dim], not
+        normalised, or one per span [spans, dim] for late chunking."""
+        if not jobs:
+            return []
+        if any(job.task is None for job in jobs) and any(job.task for job in jobs):
+            plain = [i for i, job in enumerate(jobs) if job.task is None]
+            other = [i for i, job in enumerate(jobs) if job.task is not None]
+            outputs = dict(zip(plain, self.embed_jobs([jobs[i] for i in plain]), strict=True))
+            outputs.update(zip(other, self.embed_jobs([jobs[i] for i in other]), strict=True))
+            return [outputs[i] for i in range(len(jobs))]
+        lengths = [job.n_tokens for job in jobs]
+        ids = torch.full((len(jobs), max(lengths)), self.pad_id, dtype=torch.long)  # [B, L]
+        mask = torch.zeros_like(ids)
+        for row, job in enumerate(jobs):
+            ids[row, : lengths[row]] = torch.tensor(job.ids)
+            mask[row, : lengths[row]] = 1
+        hidden = self.model(ids, mask, [job.task for job in jobs]).last_hidden_state.float()
+        out = []
+        for row, job in enumerate(jobs):
+            tokens = hidden[row]  # [L, H]
+            if job.spans is not None:
+                out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
+            else:
+                out.append(tokens[: lengths[row]].mean(0).numpy())
+        return out
+
+    # -- Python API ------------------------------------------------------------------------
+
+    def encode(self, items: Sequence[Item | str], task: str | None = None,
+               truncate_dim: int | None = None, multivector: bool = False,
+               normalize: bool = True, late_chunking: bool = False,
+               batch_size: int = 32) -> np.ndarray:
+        """Embed texts: [N, dim] float32, Matryoshka-truncated to `truncate_dim` (one of
+        `matryoshka_dims`), then L2-normalised unless `normalize=False`."""
+        dims = self.capabilities.matryoshka_dims
+        if truncate_dim is not None and truncate_dim not in dims:
+            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
+                               ("dimensions",))
+        jobs = self.prepare(items, task, True, late_chunking, multivector)
+        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
+            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
+                outputs[i] = out
+        vectors = per_input(jobs, outputs)
+        if not vectors:
+            return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
+        return truncate_and_normalize(np.stack(vectors), truncate_dim, normalize)
