@@ -177,3 +177,92 @@ def chat(
     except PolyseekError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+DataOption = Annotated[Path, typer.Option(
+    "--data", help="embedded Qdrant directory (ignored with --qdrant-url)")]
+QdrantUrlOption = Annotated[str | None, typer.Option(
+    "--qdrant-url", help="a Qdrant server or cluster, e.g. http://localhost:6333")]
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders to index")],
+    collection: Annotated[str, typer.Option(help="collection name")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="NAME=SOURCE or SOURCE (default: bundled MiniLM)")] = None,
+    data: DataOption = Path("polyseek-data"),
+    qdrant_url: QdrantUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Index text, Markdown, PDF (and, for image models, image) files into a collection."""
+    spec = _specs([model] if model else None)[0]
+    from polyseek.errors import PolyseekError
+    from polyseek.models import load_model
+    from polyseek.retrieval import Store, index_paths
+
+    encoder = load_model(spec.source, name=spec.name)
+    try:
+        with Store(data, qdrant_url) as store:
+            summary = index_paths(paths, collection, encoder, store=store, source=spec.source,
+                                  progress=not as_json)
+    except PolyseekError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for path, error in summary.errors:
+        typer.echo(f"skipped {path}: {error}", err=True)
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(f"{summary.files} files: {summary.indexed} indexed, {summary.unchanged} "
+                   f"unchanged, {summary.removed} removed, {len(summary.errors)} skipped; "
+                   f"{summary.embedded} chunks embedded; {summary.points} points in "
+                   f"{collection!r}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="what to look for")],
+    collection: Annotated[str, typer.Option(help="collection name")],
+    top_k: Annotated[int, typer.Option("--top-k", help="results to return")] = 10,
+    rerank: Annotated[str | None, typer.Option(
+        help="reranker NAME=SOURCE or SOURCE (any model that can rerank)")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="NAME=SOURCE (default: the model that built the collection)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    explain: Annotated[bool, typer.Option(help="show every stage's candidates")] = False,
+    data: DataOption = Path("polyseek-data"),
+    qdrant_url: QdrantUrlOption = None,
+) -> None:
+    """Search a collection: prefetch, rescoring and an optional reranker."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval import Store
+    from polyseek.retrieval import search as run_search
+
+    try:
+        with Store(data, qdrant_url) as store:
+            built = store.spec(collection)
+            spec = _specs([model or f"{built.model}={built.source}"])[0]
+            from polyseek.models import load_model
+
+            encoder = load_model(spec.source, name=spec.name)
+            reranker = None
+            if rerank:
+                rerank_spec = _specs([rerank])[0]
+                reranker = load_model(rerank_spec.source, name=rerank_spec.name)
+            result = run_search(query, collection, encoder, store=store, top_k=top_k,
+                                rerank=reranker, explain=explain)
+    except PolyseekError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    for stage in result.stages:
+        typer.echo(f"[{stage.name} by {stage.vector}: {len(stage.candidates)} candidates]")
+        for hit in stage.candidates:
+            typer.echo(f"  {hit.score:.4f}  {hit.path}" + (f" p{hit.page}" if hit.page else ""))
+    for rank, hit in enumerate(result.hits, start=1):
+        where = hit.path + (f" (page {hit.page})" if hit.page else "")
+        typer.echo(f"{rank:>3}. {hit.score:.4f}  {where}\n     {hit.text[:160]!r}")

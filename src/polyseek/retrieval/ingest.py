@@ -1,0 +1,214 @@
+"""`index_paths`: files to points, idempotent and resumable.
+
+Point ids are uuid5(path, page, chunk index, chunk hash), and every point carries its file's
+content hash and chunk count. A file whose complete current version is stored is skipped
+without being read by the model; a new or changed file is embedded and upserted in one call,
+then its older versions are deleted; files gone from disk lose their points. An interrupted run
+therefore leaves whole files behind, and the next run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qdrant_client import models as qm
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from polyseek.retrieval.documents import Chunk, discover, file_hash, read_chunks
+from polyseek.retrieval.store import (
+    FULL,
+    MULTI,
+    SHORT,
+    CollectionSpec,
+    Store,
+    StoredFile,
+    spec_for,
+)
+
+ID_NAMESPACE = uuid.UUID("5f0b6d1e-8c1a-4c7e-9a43-2b1f4f0c9d70")
+DEFAULT_OVERLAP = 32
+MAX_CHUNK_TOKENS = 256
+SPECIAL_TOKEN_ROOM = 16  # special tokens and a task prompt must fit next to a chunk
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # "indexed", "unchanged" or "error"
+    chunks: int = 0
+    deleted: int = 0  # points of older versions removed
+    error: str = ""
+
+
+@dataclass
+class IndexSummary:
+    """What one run did; `embedded` counts chunks sent through the model."""
+
+    collection: str
+    files: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    embedded: int = 0
+    deleted_points: int = 0
+    points: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "errors": [{"path": p, "error": e} for p, e in self.errors]}
+
+
+def point_id(path: str, chunk: Chunk, index: int) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{path}\0{chunk.page}\0{index}\0{chunk.content_hash}"))
+
+
+def role_task(tasks: Sequence[str], role: str) -> str | None:
+    """The model's task for queries or documents ("query" / "document"), if it declares one."""
+    names = {"query": ("retrieval.query", "query", "retrieval"),
+             "document": ("retrieval.passage", "passage", "document", "retrieval")}[role]
+    return next((name for name in names if name in tasks), None)
+
+
+def embed_chunks(model, chunks: list[Chunk], spec: CollectionSpec) -> list[dict[str, object]]:
+    """Named vectors per chunk: full, and short / multi when the collection has them."""
+    items = [c.image if c.image is not None else c.text for c in chunks]
+    task = role_task(model.capabilities.tasks, "document")
+    full = np.asarray(model.encode(items, task=task), dtype=np.float32)
+    vectors: list[dict[str, object]] = [{FULL: v.tolist()} for v in full]
+    if spec.short_dim:  # a normalised prefix of the normalised vector is the truncated one
+        short = full[:, : spec.short_dim]
+        short /= np.maximum(np.linalg.norm(short, axis=1, keepdims=True), 1e-12)
+        for named, v in zip(vectors, short, strict=True):
+            named[SHORT] = v.tolist()
+    if spec.multivector_dim:
+        for named, tokens in zip(vectors, model.encode(items, task=task, multivector=True),
+                                 strict=True):
+            named[MULTI] = np.asarray(tokens, dtype=np.float32).tolist()
+    return vectors
+
+
+def file_points(path: str, digest: str, chunks: list[Chunk], model,
+                spec: CollectionSpec) -> list[qm.PointStruct]:
+    vectors = embed_chunks(model, chunks, spec) if chunks else []
+    return [
+        qm.PointStruct(
+            id=point_id(path, chunk, i),
+            vector=named,
+            payload={"path": path, "page": chunk.page, "chunk": i, "text": chunk.text,
+                     "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks)},
+        )
+        for i, (chunk, named) in enumerate(zip(chunks, vectors, strict=True))
+    ]
+
+
+def index_paths(
+    paths: Iterable[str | Path],
+    collection: str,
+    model,
+    *,
+    store: Store,
+    source: str | None = None,
+    chunk_tokens: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    short_dim: int | None = None,
+    progress: bool = False,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> IndexSummary:
+    """Index the supported files under `paths` into `collection`, embedding with `model`.
+
+    source: how to load `model` again (recorded with the collection; default: its directory).
+    short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models.
+    on_file: called after each file is written (or skipped, or failed).
+    """
+    roots = [Path(p).resolve() for p in paths]
+    spec = store.ensure_collection(collection, spec_for(model, source, short_dim), model)
+    size = chunk_tokens or min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens
+                               ) - SPECIAL_TOKEN_ROOM
+    files = discover(roots, model.capabilities.modalities)
+    stored = store.stored_files(collection)
+    summary = IndexSummary(collection, files=len(files))
+    with _progress(progress) as bar:
+        task = bar.add_task("indexing", total=len(files), chunks=0)
+        for path in files:
+            result = _index_file(path, collection, model, spec, store, stored, size, overlap)
+            summary.indexed += result.status == "indexed"
+            summary.unchanged += result.status == "unchanged"
+            if result.status == "indexed":
+                summary.embedded += result.chunks
+            summary.deleted_points += result.deleted
+            if result.error:
+                summary.errors.append((result.path, result.error))
+            bar.update(task, advance=1, chunks=summary.embedded)
+            if on_file:
+                on_file(result)
+    summary.removed, deleted = _remove_missing(roots, files, collection, store, stored)
+    summary.deleted_points += deleted
+    summary.points = store.count(collection)
+    return summary
+
+
+def _index_file(path: Path, collection: str, model, spec: CollectionSpec, store: Store,
+                stored: dict[str, dict[str, StoredFile]], size: int,
+                overlap: int) -> FileResult:
+    """Write the current version of one file unless it is complete already; drop old ones.
+
+    Any error reading or embedding the file is reported in the result, never raised.
+    """
+    key = str(path)
+    versions = stored.get(key, {})
+    try:
+        digest = file_hash(path)
+        current = versions.get(digest)
+        if current is not None and len(current.ids) == current.n_chunks:
+            result = FileResult(key, "unchanged", current.n_chunks)
+        else:
+            chunks = read_chunks(path, model, size, overlap)
+            store.upsert(collection, file_points(key, digest, chunks, model, spec))
+            result = FileResult(key, "indexed", len(chunks))
+    except Exception as exc:  # an unreadable file is reported and skipped
+        return FileResult(key, "error", error=f"{type(exc).__name__}: {exc}")
+    stale = [i for d, version in versions.items() if d != digest for i in version.ids]
+    store.delete_ids(collection, stale)
+    result.deleted = len(stale)
+    return result
+
+
+def _remove_missing(roots: list[Path], files: list[Path], collection: str, store: Store,
+                    stored: dict[str, dict[str, StoredFile]]) -> tuple[int, int]:
+    """Delete points of files under `roots` that are no longer there; (files, points)."""
+    present = {str(p) for p in files}
+    gone = [path for path in stored if path not in present
+            and any(Path(path).is_relative_to(root) for root in roots)]
+    ids = [i for path in gone for version in stored[path].values() for i in version.ids]
+    store.delete_ids(collection, ids)
+    return len(gone), len(ids)
+
+
+class RateColumn(ProgressColumn):
+    """Files per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} files/s", style="progress.data.speed")
+
+
+def _progress(enabled: bool) -> Progress:
+    """A rich progress bar on stderr with counts and rate; silent when not `enabled`."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[chunks]} chunks embedded"), RateColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), disable=not enabled,
+    )
