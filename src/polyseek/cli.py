@@ -49,6 +49,10 @@ def serve(
         help="padded tokens per forward pass [default: 2048]")] = None,
     max_inputs: Annotated[int, typer.Option(help="inputs per request")] = 2048,
     max_body_mb: Annotated[float, typer.Option(help="request body limit in MiB")] = 16.0,
+    data: Annotated[str, typer.Option(
+        help="embedded Qdrant store for /v1/index and /v1/search")] = "polyseek-data",
+    qdrant_url: Annotated[str | None, typer.Option(
+        help="a Qdrant server or cluster instead of the embedded store")] = None,
     log_level: str = "info",
 ) -> None:
     """Run the HTTP server. It accepts connections at once; models load in the background."""
@@ -66,6 +70,8 @@ def serve(
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         batch=BatchLimits(**({"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {})),
+        data_dir=data,
+        qdrant_url=qdrant_url,
     )
     host = host or ("0.0.0.0" if keys else "127.0.0.1")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

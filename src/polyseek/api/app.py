@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from polyseek import __version__
-from polyseek.api import chat, embeddings, models, rerank
+from polyseek.api import chat, embeddings, models, rerank, search
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
@@ -29,6 +29,8 @@ class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     batch: BatchLimits = field(default_factory=BatchLimits)
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    data_dir: str = "polyseek-data"  # embedded Qdrant store for /v1/index and /v1/search
+    qdrant_url: str | None = None  # a Qdrant server or cluster instead
 
 
 def create_app(settings: ServerSettings | None = None,
@@ -43,15 +45,18 @@ def create_app(settings: ServerSettings | None = None,
         registry.load_in_background()
         yield
         registry.close()
+        app.state.store.close()
 
     app = FastAPI(title="polyseek", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.started = int(time.time())
+    app.state.store = search.StoreHolder(settings.data_dir, settings.qdrant_url)
     install_error_handlers(app)
 
-    for router in (embeddings.router, rerank.router, chat.router, models.router):
+    for router in (embeddings.router, rerank.router, chat.router, models.router,
+                   search.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
 
     @app.get("/health")

@@ -22,12 +22,14 @@ from polyseek.errors import (
     UnknownModel,
     WrongModelKind,
 )
+from polyseek.retrieval.store import CollectionNotFound
 
 log = logging.getLogger("polyseek.api")
 
 # error class -> (status, type)
 _STATUS: dict[type[PolyseekError], tuple[int, str]] = {
     UnknownModel: (400, "model_not_found"),
+    CollectionNotFound: (404, "collection_not_found"),
     WrongModelKind: (400, "invalid_request_error"),
     InputTooLarge: (413, "input_too_large"),
     Overloaded: (429, "overloaded"),

@@ -1,6 +1,6 @@
 """Retrieval: a Qdrant-backed index of files and a staged query pipeline over it."""
 
-from polyseek.retrieval.ingest import FileResult, IndexSummary, index_paths
+from polyseek.retrieval.ingest import FileResult, IndexSummary, index_documents, index_paths
 from polyseek.retrieval.search import Hit, SearchResult, Stage, search
 from polyseek.retrieval.store import (
     CollectionNotFound,
@@ -11,5 +11,6 @@ from polyseek.retrieval.store import (
 
 __all__ = [
     "CollectionNotFound", "CollectionSpec", "FileResult", "Hit", "IndexSummary",
-    "ModelMismatch", "SearchResult", "Stage", "Store", "index_paths", "search",
+    "ModelMismatch", "SearchResult", "Stage", "Store", "index_documents", "index_paths",
+    "search",
 ]

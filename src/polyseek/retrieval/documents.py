@@ -90,14 +90,18 @@ def offsets_for(model) -> Offsets:
     return hf_offsets(tokenizer) if getattr(tokenizer, "is_fast", False) else whitespace_offsets
 
 
+def text_chunks(text: str, model, size: int, overlap: int,
+                mime: str = "text/plain") -> list[Chunk]:
+    """Overlapping token windows of `text`, each a chunk."""
+    return [Chunk(mime, text=c) for c in token_windows(text, offsets_for(model), size, overlap)]
+
+
 def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
     """The chunks of one file for `model`; raises on an unreadable or corrupt file."""
     mime = mime_type(path)
     modalities = model.capabilities.modalities
     if mime in TEXT_TYPES.values():
-        text = path.read_text(encoding="utf-8")
-        return [Chunk(mime, text=c) for c in token_windows(text, offsets_for(model), size,
-                                                          overlap)]
+        return text_chunks(path.read_text(encoding="utf-8"), model, size, overlap, mime)
     if mime == PDF_TYPE:
         return list(pdf_chunks(path, model, size, overlap))
     if mime and mime.startswith("image/") and "image" in modalities:

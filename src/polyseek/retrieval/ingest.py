@@ -9,9 +9,11 @@ therefore leaves whole files behind, and the next run picks up where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from polyseek.retrieval.documents import Chunk, discover, file_hash, read_chunks
+from polyseek.retrieval.documents import Chunk, discover, file_hash, read_chunks, text_chunks
 from polyseek.retrieval.store import (
     FULL,
     MULTI,
@@ -67,6 +69,15 @@ class IndexSummary:
     deleted_points: int = 0
     points: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, result: FileResult) -> None:
+        self.indexed += result.status == "indexed"
+        self.unchanged += result.status == "unchanged"
+        if result.status == "indexed":
+            self.embedded += result.chunks
+        self.deleted_points += result.deleted
+        if result.error:
+            self.errors.append((result.path, result.error))
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "errors": [{"path": p, "error": e} for p, e in self.errors]}
@@ -145,13 +156,7 @@ def index_paths(
         task = bar.add_task("indexing", total=len(files), chunks=0)
         for path in files:
             result = _index_file(path, collection, model, spec, store, stored, size, overlap)
-            summary.indexed += result.status == "indexed"
-            summary.unchanged += result.status == "unchanged"
-            if result.status == "indexed":
-                summary.embedded += result.chunks
-            summary.deleted_points += result.deleted
-            if result.error:
-                summary.errors.append((result.path, result.error))
+            summary.add(result)
             bar.update(task, advance=1, chunks=summary.embedded)
             if on_file:
                 on_file(result)
@@ -168,23 +173,57 @@ def _index_file(path: Path, collection: str, model, spec: CollectionSpec, store:
 
     Any error reading or embedding the file is reported in the result, never raised.
     """
-    key = str(path)
-    versions = stored.get(key, {})
     try:
         digest = file_hash(path)
+    except OSError as exc:
+        return FileResult(str(path), "error", error=f"{type(exc).__name__}: {exc}")
+    return _write_version(str(path), digest, lambda: read_chunks(path, model, size, overlap),
+                          collection, model, spec, store, stored)
+
+
+def _write_version(key: str, digest: str, load_chunks: Callable[[], list[Chunk]],
+                   collection: str, model, spec: CollectionSpec, store: Store,
+                   stored: dict[str, dict[str, StoredFile]]) -> FileResult:
+    """Upsert version `digest` of document `key` unless it is stored whole; drop other versions."""
+    versions = stored.get(key, {})
+    try:
         current = versions.get(digest)
         if current is not None and len(current.ids) == current.n_chunks:
             result = FileResult(key, "unchanged", current.n_chunks)
         else:
-            chunks = read_chunks(path, model, size, overlap)
+            chunks = load_chunks()
             store.upsert(collection, file_points(key, digest, chunks, model, spec))
             result = FileResult(key, "indexed", len(chunks))
-    except Exception as exc:  # an unreadable file is reported and skipped
+    except Exception as exc:  # an unreadable document is reported and skipped
         return FileResult(key, "error", error=f"{type(exc).__name__}: {exc}")
     stale = [i for d, version in versions.items() if d != digest for i in version.ids]
     store.delete_ids(collection, stale)
     result.deleted = len(stale)
     return result
+
+
+def index_documents(
+    documents: Sequence[tuple[str, str]],
+    collection: str,
+    model,
+    *,
+    store: Store,
+    source: str | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+) -> IndexSummary:
+    """Index (id, text) documents given in memory, with the same idempotence as files:
+    an id whose text is stored whole is skipped, a changed text replaces its old chunks."""
+    spec = store.ensure_collection(collection, spec_for(model, source), model)
+    size = min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens) - SPECIAL_TOKEN_ROOM
+    stored = store.stored_files(collection)
+    summary = IndexSummary(collection, files=len(documents))
+    for key, text in documents:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        chunks = partial(text_chunks, text, model, size, overlap)
+        result = _write_version(key, digest, chunks, collection, model, spec, store, stored)
+        summary.add(result)
+    summary.points = store.count(collection)
+    return summary
 
 
 def _remove_missing(roots: list[Path], files: list[Path], collection: str, store: Store,

@@ -1,0 +1,110 @@
+"""POST /v1/index and /v1/search: the Qdrant-backed retrieval layer over HTTP.
+
+The store (embedded Qdrant under `--data`, or a server at `--qdrant-url`) is opened on first
+use; its calls are serialised, since embedded Qdrant is a single-writer database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
+from polyseek.inputs.items import TextItem
+from polyseek.retrieval import Store, index_documents, search
+
+router = APIRouter(prefix="/v1")
+
+
+class IndexDocument(BaseModel):
+    id: str = Field(min_length=1, description="stable document id; re-sending it replaces it")
+    text: str = Field(min_length=1)
+
+
+class IndexRequest(BaseModel):
+    collection: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    model: str = Field(description="a served embedding model")
+    documents: list[IndexDocument] = Field(min_length=1)
+
+
+class SearchRequest(BaseModel):
+    collection: str = Field(min_length=1)
+    query: str | TextInput | ImageInput
+    top_k: int = Field(10, ge=1, le=1000)
+    rerank: str | None = Field(None, description="a served model that can rerank")
+    explain: bool = False
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    path: str = Field(description="source file, or the document id given to /v1/index")
+    page: int | None = None
+    chunk: int
+    text: str
+    mime: str
+
+
+class SearchStage(BaseModel):
+    name: Literal["prefetch", "rescore", "rerank"]
+    vector: str = Field(description="the named vector queried, or the reranker")
+    candidates: list[SearchHit]
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    model: str
+    hits: list[SearchHit]
+    stages: list[SearchStage] = Field([], description="each stage's candidates, with explain")
+
+
+class StoreHolder:
+    """Opens the store on first use and runs its calls one at a time, off the event loop."""
+
+    def __init__(self, data_dir: str, url: str | None):
+        self.data_dir, self.url = data_dir, url
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    async def run(self, fn, *args, **kwargs):
+        def call():
+            with self._lock:
+                if self._store is None:
+                    self._store = Store(self.data_dir, self.url)
+                return fn(*args, store=self._store, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+
+@router.post("/index", responses=ERROR_RESPONSES)
+async def create_index(body: IndexRequest, request: Request) -> dict:
+    engine = request.app.state.registry.embedding_engine(body.model)
+    documents = [(d.id, d.text) for d in body.documents]
+    summary = await request.app.state.store.run(index_documents, documents, body.collection,
+                                                engine.model)
+    return summary.as_dict()
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+async def create_search(body: SearchRequest, request: Request) -> SearchResponse:
+    registry, store = request.app.state.registry, request.app.state.store
+    spec = await store.run(lambda store: store.spec(body.collection))
+    model = registry.embedding_engine(spec.model).model
+    reranker = registry.rerank_engine(body.rerank).model if body.rerank else None
+    query = to_item(body.query)
+    result = await store.run(search, query.text if isinstance(query, TextItem) else query,
+                             body.collection, model, top_k=body.top_k, rerank=reranker,
+                             explain=body.explain)
+    found = result.as_dict()
+    return SearchResponse(collection=body.collection, model=spec.model, hits=found["hits"],
+                          stages=found["stages"])

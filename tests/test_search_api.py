@@ -1,0 +1,82 @@
+"""POST /v1/index and /v1/search against a real server with an embedded Qdrant store."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from polyseek.api.app import ServerSettings, create_app
+from polyseek.runtime.registry import DEFAULT_SPEC, ModelSpec
+
+from conftest import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+
+DOCUMENTS = [
+    {"id": "bread", "text": "Sourdough bread needs an active starter and a hot oven."},
+    {"id": "chess", "text": "Castling moves the king two squares towards a rook."},
+    {"id": "tides", "text": "Tides are caused by the gravitational pull of the Moon."},
+]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    data = tmp_path_factory.mktemp("store")
+    settings = ServerSettings(models=[DEFAULT_SPEC, ModelSpec("other", DEFAULT_SPEC.source)],
+                              data_dir=str(data))
+    with serve_in_thread(create_app(settings)) as base:
+        yield base
+
+
+def post(url: str, path: str, **body) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=120)
+
+
+def test_index_then_search_finds_the_right_document(url):
+    first = post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
+    assert first.status_code == 200, first.text
+    assert (first.json()["indexed"], first.json()["points"]) == (3, 3)
+    again = post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
+    assert (again.json()["unchanged"], again.json()["embedded"]) == (3, 0)
+
+    found = post(url, "/v1/search", collection="notes", query="why does the sea rise and fall",
+                 top_k=2)
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["model"] == DEFAULT_MODEL and len(body["hits"]) == 2
+    assert body["hits"][0]["path"] == "tides" and "Moon" in body["hits"][0]["text"]
+
+
+def test_changed_document_replaces_its_chunks(url):
+    post(url, "/v1/index", collection="edits", model=DEFAULT_MODEL, documents=DOCUMENTS)
+    changed = [{"id": "chess", "text": "The queen is the most powerful chess piece."}]
+    summary = post(url, "/v1/index", collection="edits", model=DEFAULT_MODEL,
+                   documents=changed).json()
+    assert (summary["indexed"], summary["deleted_points"], summary["points"]) == (1, 1, 3)
+    hit = post(url, "/v1/search", collection="edits", query="strongest piece").json()["hits"][0]
+    assert hit["path"] == "chess" and "queen" in hit["text"]
+
+
+def test_explain_and_rerank(url):
+    post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
+    body = post(url, "/v1/search", collection="notes", query={"text": "baking"}, top_k=1,
+                rerank=DEFAULT_MODEL, explain=True).json()
+    assert [s["name"] for s in body["stages"]] == ["rescore", "rerank"]
+    assert body["hits"][0]["path"] == "bread"
+
+
+def test_search_errors(url):
+    assert post(url, "/v1/search", collection="missing", query="x").status_code == 404
+    assert post(url, "/v1/search", collection="notes", query="x", top_k=0).status_code == 422
+    assert post(url, "/v1/search", collection="notes", query="x",
+                rerank=CHAT_MODEL).status_code == 400
+    image = post(url, "/v1/search", collection="notes", query={"image": "data:image/png;base64,AA"})
+    assert image.status_code == 422
+    assert post(url, "/v1/index", collection="bad name!", model=DEFAULT_MODEL,
+                documents=DOCUMENTS).status_code == 422
+    assert post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL,
+                documents=[]).status_code == 422
+
+
+def test_a_collection_refuses_another_model(url):
+    post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
+    refused = post(url, "/v1/index", collection="notes", model="other", documents=DOCUMENTS)
+    assert refused.status_code == 400 and "built with model" in refused.json()["error"]["message"]
