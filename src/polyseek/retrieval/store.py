@@ -129,6 +129,12 @@ class Store:
             raise PolyseekError(f"collection {collection!r} was not created by polyseek")
         return spec
 
+    def collections(self) -> dict[str, CollectionSpec | None]:
+        """Every collection by name (sorted), with its model record (None if not polyseek's)."""
+        names = sorted(c.name for c in self.client.get_collections().collections)
+        return {name: CollectionSpec.from_metadata(
+            self.client.get_collection(name).config.metadata) for name in names}
+
     def check_model(self, collection: str, model) -> CollectionSpec:
         """The collection's record, or ModelMismatch when `model` did not build it."""
         spec = self.spec(collection)
