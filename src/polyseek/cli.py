@@ -200,6 +200,12 @@ def index(
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="chunk and embed on Ray Data (local Ray unless --ray-address)")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="a Ray cluster, e.g. ray://head:10001 (implies --ray)")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        "--ray-actors", help="model actors (default: a pool of 1 to 2)")] = None,
 ) -> None:
     """Index text, Markdown, PDF (and, for image models, image) files into a collection."""
     spec = _specs([model] if model else None)[0]
@@ -210,8 +216,16 @@ def index(
     encoder = load_model(spec.source, name=spec.name)
     try:
         with Store(data, qdrant_url) as store:
-            summary = index_paths(paths, collection, encoder, store=store, source=spec.source,
-                                  progress=not as_json)
+            if ray or ray_address:
+                from polyseek.retrieval.distributed import DEFAULT_CONCURRENCY, index_paths_ray
+
+                summary = index_paths_ray(paths, collection, encoder, store=store,
+                                          source=spec.source, address=ray_address,
+                                          concurrency=ray_actors or DEFAULT_CONCURRENCY,
+                                          progress=not as_json)
+            else:
+                summary = index_paths(paths, collection, encoder, store=store,
+                                      source=spec.source, progress=not as_json)
     except PolyseekError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -126,6 +126,41 @@ def file_points(path: str, digest: str, chunks: list[Chunk], model,
     ]
 
 
+@dataclass
+class IndexRun:
+    """What a run over `roots` works from: the collection record, chunk size, stored state."""
+
+    roots: list[Path]
+    files: list[Path]
+    spec: CollectionSpec
+    source: str  # how workers load the model again
+    size: int  # chunk size in tokens
+    overlap: int
+    stored: dict[str, dict[str, StoredFile]]
+
+
+def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Store,
+                source: str | None = None, chunk_tokens: int | None = None,
+                overlap: int = DEFAULT_OVERLAP, short_dim: int | None = None) -> IndexRun:
+    """Create or check the collection, discover the files and read what is stored."""
+    roots = [Path(p).resolve() for p in paths]
+    wanted = spec_for(model, source, short_dim)
+    spec = store.ensure_collection(collection, wanted, model)
+    size = chunk_tokens or min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens
+                               ) - SPECIAL_TOKEN_ROOM
+    files = discover(roots, model.capabilities.modalities)
+    return IndexRun(roots, files, spec, wanted.source, size, overlap,
+                    store.stored_files(collection))
+
+
+def finish_run(run: IndexRun, collection: str, store: Store, summary: IndexSummary) -> None:
+    """Drop the points of files gone from disk and count what the collection holds."""
+    summary.removed, deleted = _remove_missing(run.roots, run.files, collection, store,
+                                               run.stored)
+    summary.deleted_points += deleted
+    summary.points = store.count(collection)
+
+
 def index_paths(
     paths: Iterable[str | Path],
     collection: str,
@@ -145,25 +180,34 @@ def index_paths(
     short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models.
     on_file: called after each file is written (or skipped, or failed).
     """
-    roots = [Path(p).resolve() for p in paths]
-    spec = store.ensure_collection(collection, spec_for(model, source, short_dim), model)
-    size = chunk_tokens or min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens
-                               ) - SPECIAL_TOKEN_ROOM
-    files = discover(roots, model.capabilities.modalities)
-    stored = store.stored_files(collection)
-    summary = IndexSummary(collection, files=len(files))
+    run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim)
+    summary = IndexSummary(collection, files=len(run.files))
     with _progress(progress) as bar:
-        task = bar.add_task("indexing", total=len(files), chunks=0)
-        for path in files:
-            result = _index_file(path, collection, model, spec, store, stored, size, overlap)
+        task = bar.add_task("indexing", total=len(run.files), chunks=0)
+        for path in run.files:
+            result = _index_file(path, collection, model, run.spec, store, run.stored,
+                                 run.size, run.overlap)
             summary.add(result)
             bar.update(task, advance=1, chunks=summary.embedded)
             if on_file:
                 on_file(result)
-    summary.removed, deleted = _remove_missing(roots, files, collection, store, stored)
-    summary.deleted_points += deleted
-    summary.points = store.count(collection)
+    finish_run(run, collection, store, summary)
     return summary
+
+
+def plan_file(path: Path,
+              stored: dict[str, dict[str, StoredFile]]) -> tuple[str, bool] | FileResult:
+    """(content hash, whether that version is stored whole), or an error result if unreadable."""
+    try:
+        digest = file_hash(path)
+    except OSError as exc:
+        return FileResult(str(path), "error", error=f"{type(exc).__name__}: {exc}")
+    return digest, _is_whole(stored, str(path), digest)
+
+
+def _is_whole(stored: dict[str, dict[str, StoredFile]], key: str, digest: str) -> bool:
+    current = stored.get(key, {}).get(digest)
+    return current is not None and len(current.ids) == current.n_chunks
 
 
 def _index_file(path: Path, collection: str, model, spec: CollectionSpec, store: Store,
@@ -173,11 +217,10 @@ def _index_file(path: Path, collection: str, model, spec: CollectionSpec, store:
 
     Any error reading or embedding the file is reported in the result, never raised.
     """
-    try:
-        digest = file_hash(path)
-    except OSError as exc:
-        return FileResult(str(path), "error", error=f"{type(exc).__name__}: {exc}")
-    return _write_version(str(path), digest, lambda: read_chunks(path, model, size, overlap),
+    planned = plan_file(path, stored)
+    if isinstance(planned, FileResult):
+        return planned
+    return _write_version(str(path), planned[0], lambda: read_chunks(path, model, size, overlap),
                           collection, model, spec, store, stored)
 
 
@@ -185,15 +228,24 @@ def _write_version(key: str, digest: str, load_chunks: Callable[[], list[Chunk]]
                    collection: str, model, spec: CollectionSpec, store: Store,
                    stored: dict[str, dict[str, StoredFile]]) -> FileResult:
     """Upsert version `digest` of document `key` unless it is stored whole; drop other versions."""
+    return write_points(key, digest, lambda: file_points(key, digest, load_chunks(), model, spec),
+                        collection, store, stored)
+
+
+def write_points(key: str, digest: str, make_points: Callable[[], list[qm.PointStruct]],
+                 collection: str, store: Store,
+                 stored: dict[str, dict[str, StoredFile]]) -> FileResult:
+    """Upsert the points of version `digest` of `key` unless that version is stored whole, then
+    delete its other versions. An error making the points is reported, never raised (and then
+    nothing is deleted)."""
     versions = stored.get(key, {})
     try:
-        current = versions.get(digest)
-        if current is not None and len(current.ids) == current.n_chunks:
-            result = FileResult(key, "unchanged", current.n_chunks)
+        if _is_whole(stored, key, digest):
+            result = FileResult(key, "unchanged", versions[digest].n_chunks)
         else:
-            chunks = load_chunks()
-            store.upsert(collection, file_points(key, digest, chunks, model, spec))
-            result = FileResult(key, "indexed", len(chunks))
+            points = make_points()
+            store.upsert(collection, points)
+            result = FileResult(key, "indexed", len(points))
     except Exception as exc:  # an unreadable document is reported and skipped
         return FileResult(key, "error", error=f"{type(exc).__name__}: {exc}")
     stale = [i for d, version in versions.items() if d != digest for i in version.ids]
