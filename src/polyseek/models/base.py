@@ -166,6 +166,15 @@ def per_input(jobs: Sequence[EncodeJob], outputs: Sequence[np.ndarray]) -> list[
     return vectors
 
 
+def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> list[np.ndarray]:
+    """Run `jobs` through `model.embed_jobs` in length-sorted batches; one output per input."""
+    outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
+    for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
+        for i, out in zip(batch, model.embed_jobs([jobs[i] for i in batch]), strict=True):
+            outputs[i] = out
+    return per_input(jobs, outputs)
+
+
 def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
     """Matryoshka truncation to the first `dim` components, then optional L2 normalisation.
 

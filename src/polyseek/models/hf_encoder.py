@@ -22,8 +22,7 @@ from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
-    per_input,
-    plan_batches,
+    run_jobs,
     truncate_and_normalize,
 )
 from polyseek.models.packed_encoder import (
@@ -212,11 +211,7 @@ class HFEncoder:
         """
         self.capabilities.check_dimensions(truncate_dim)
         jobs = self.prepare(items, task, True, late_chunking, multivector)
-        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                outputs[i] = out
-        vectors = per_input(jobs, outputs)
+        vectors = run_jobs(self, jobs, batch_size)
         stacked = np.stack(vectors) if vectors else np.zeros((0, self.capabilities.dim), np.float32)
         return truncate_and_normalize(stacked, truncate_dim, normalize)
 

@@ -33,7 +33,7 @@ from transformers import AutoTokenizer
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
-from polyseek.models.base import Capabilities, EncodeJob, plan_batches, truncate_and_normalize
+from polyseek.models.base import Capabilities, EncodeJob, run_jobs, truncate_and_normalize
 from polyseek.models.checkpoint import load_strict, read_state_dict
 from polyseek.models.jina_v3 import JinaV3Config, XLMRobertaLoRA, mean_pool
 
@@ -465,10 +465,7 @@ class JinaClipV2:
             raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
                                ("dimensions",))
         jobs = self.prepare(items, task, True, False, multivector)
-        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                outputs[i] = out
+        outputs = run_jobs(self, jobs, batch_size)
         if not outputs:
             return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
         return truncate_and_normalize(np.stack(outputs), truncate_dim, normalize)

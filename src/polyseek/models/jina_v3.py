@@ -36,8 +36,7 @@ from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
-    per_input,
-    plan_batches,
+    run_jobs,
     truncate_and_normalize,
 )
 from polyseek.models.checkpoint import load_strict, read_state_dict
@@ -499,11 +498,7 @@ class JinaEmbeddingsV3:
             raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
                                ("dimensions",))
         jobs = self.prepare(items, task, True, late_chunking, multivector)
-        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                outputs[i] = out
-        vectors = per_input(jobs, outputs)
+        vectors = run_jobs(self, jobs, batch_size)
         if not vectors:
             return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
         return truncate_and_normalize(np.stack(vectors), truncate_dim, normalize)
