@@ -256,3 +256,27 @@ def test_served_over_v1_embeddings(checkpoint, embedder, golden):
         assert len(short.json()["data"][0]["embedding"]) == 16
         assert embed(input="x", dimensions=4).status_code == 422
         assert embed(input="x", task="separation").status_code == 422
+
+
+def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
+    """The retrieval layer with an image-capable model: images become points of their own."""
+    import shutil
+
+    from polyseek.retrieval import Store, index_paths, search
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in IMAGES:
+        shutil.copy(CLIP / name, corpus / name)
+    (corpus / "note.txt").write_text("Hello world. A short note beside two pictures.")
+    with Store(tmp_path / "store") as store:
+        summary = index_paths([corpus], "pictures", embedder, store=store)
+        assert (summary.indexed, summary.errors) == (3, [])
+        assert summary.points == 3
+        for name in IMAGES:
+            result = search(image_item(name), "pictures", embedder, store=store, top_k=3)
+            assert result.hits[0].path.endswith(name)
+            assert result.hits[0].mime == "image/png"
+            assert result.hits[0].score == pytest.approx(1.0, abs=1e-4)
+        again = index_paths([corpus], "pictures", embedder, store=store)
+        assert (again.unchanged, again.embedded) == (3, 0)

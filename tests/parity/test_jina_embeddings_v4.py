@@ -382,3 +382,22 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
         np.testing.assert_allclose(np.linalg.norm(rows[0], axis=1), 1.0, atol=1e-5)
         assert embed(input="x", task="separation").status_code == 422
         assert embed(input="x", task="retrieval.query", dimensions=4).status_code == 422
+
+
+def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
+    """The retrieval layer with a multi-vector model: prefetch, full rescore, then MaxSim."""
+    from polyseek.retrieval import Store, index_paths, search
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(PLACEHOLDER_TEXT_A)
+    (corpus / "b.txt").write_text(PLACEHOLDER_TEXT_B)
+    (corpus / "picture.png").write_bytes((V4 / "image.png").read_bytes())
+    with Store(tmp_path / "store") as store:
+        summary = index_paths([corpus], "mixed", embedder, store=store)
+        assert (summary.indexed, summary.points, summary.errors) == (3, 3, [])
+        spec = store.spec("mixed")
+        assert (spec.short_dim, spec.multivector_dim) == (64, 32)
+        result = search(image_item(), "mixed", embedder, store=store, top_k=3, explain=True)
+    assert [stage.vector for stage in result.stages] == ["short", "full", "multi"]
+    assert result.hits[0].path.endswith("picture.png")

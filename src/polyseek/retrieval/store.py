@@ -59,13 +59,14 @@ def model_name(model) -> str:
     return getattr(model, "name", "") or model.capabilities.extras.get("source", "")
 
 
-def default_short_dim(matryoshka_dims: Iterable[int]) -> int | None:
-    """The smallest trained Matryoshka dim >= 128 (else the largest); None when untrained.
+def default_short_dim(matryoshka_dims: Iterable[int], dim: int) -> int | None:
+    """The smallest trained Matryoshka dim >= 128 below the full `dim` (else the largest one
+    below it); None when untrained.
 
     A model not trained for truncation gets no short vector: its prefixes carry no recall
     guarantee, and rescoring with the full vector is what the index is for.
     """
-    dims = sorted(matryoshka_dims)
+    dims = sorted(d for d in matryoshka_dims if d < dim)
     if not dims:
         return None
     return next((d for d in dims if d >= PREFERRED_SHORT_DIM), dims[-1])
@@ -74,7 +75,9 @@ def default_short_dim(matryoshka_dims: Iterable[int]) -> int | None:
 def spec_for(model, source: str | None = None, short_dim: int | None = None) -> CollectionSpec:
     """The collection record for `model`; `short_dim` overrides the Matryoshka default."""
     caps = model.capabilities
-    short = short_dim if short_dim is not None else default_short_dim(caps.matryoshka_dims)
+    short = short_dim
+    if short is None:
+        short = default_short_dim(caps.matryoshka_dims, caps.dim)
     if short is not None and not 0 < short < caps.dim:
         raise ValueError(f"short_dim must be between 1 and {caps.dim - 1} (got {short})")
     return CollectionSpec(
