@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from PIL import Image
 
 from polyseek.errors import InvalidInput
@@ -166,6 +167,19 @@ def per_input(jobs: Sequence[EncodeJob], outputs: Sequence[np.ndarray]) -> list[
     return vectors
 
 
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,
+              left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (ids, attention mask), both [B, L_max] int64, padded right (or left)."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[row, cols] = 1
+    return ids, mask
+
+
 def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> list[np.ndarray]:
     """Run `jobs` through `model.embed_jobs` in length-sorted batches; one output per input."""
     outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
@@ -173,6 +187,17 @@ def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> lis
         for i, out in zip(batch, model.embed_jobs([jobs[i] for i in batch]), strict=True):
             outputs[i] = out
     return per_input(jobs, outputs)
+
+
+def encode_texts(model: Embedder, items: Sequence[Item | str], task: str | None,
+                   truncate_dim: int | None, multivector: bool, normalize: bool,
+                   late_chunking: bool, batch_size: int) -> np.ndarray:
+    """The common `encode` of text encoders: [N, dim] float32, inputs over the context cut."""
+    model.capabilities.check_dimensions(truncate_dim)
+    jobs = model.prepare(items, task, True, late_chunking, multivector)
+    vectors = run_jobs(model, jobs, batch_size)
+    stacked = np.stack(vectors) if vectors else np.zeros((0, model.capabilities.dim), np.float32)
+    return truncate_and_normalize(stacked, truncate_dim, normalize)
 
 
 def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:

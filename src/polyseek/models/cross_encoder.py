@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, EncodeJob, plan_batches
+from polyseek.models.base import Capabilities, EncodeJob, pad_batch, plan_batches
 from polyseek.models.hf_encoder import read_max_tokens, text_of
 
 
@@ -59,13 +59,9 @@ class CrossEncoder:
     @torch.inference_mode()
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
         """Relevance logits, one [1] array per pair job."""
-        width = max(job.n_tokens for job in jobs)
-        ids = torch.full((len(jobs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)
         types = torch.zeros_like(ids)
         for row, job in enumerate(jobs):
-            ids[row, : job.n_tokens] = torch.tensor(job.ids)
-            mask[row, : job.n_tokens] = 1
             types[row, : job.n_tokens] = torch.tensor(self._token_types(job.ids))
         kwargs = {"token_type_ids": types} if self.model.config.type_vocab_size > 1 else {}
         logits = self.model(input_ids=ids, attention_mask=mask, **kwargs).logits  # [B, 1]

@@ -22,8 +22,8 @@ from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
-    run_jobs,
-    truncate_and_normalize,
+    encode_texts,
+    pad_batch,
 )
 from polyseek.models.packed_encoder import (
     OFFSET_POSITION_TYPES,
@@ -149,12 +149,8 @@ class HFEncoder:
         """Last hidden states per sequence, [L_i, D]: packed when the architecture allows."""
         if self.packed:
             return packed_forward(self.model, sequences)
+        ids, mask = pad_batch(sequences, self.pad_id)
         lengths = [len(seq) for seq in sequences]
-        ids = torch.full((len(sequences), max(lengths)), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
         return [hidden[row, :length] for row, length in enumerate(lengths)]
 
@@ -209,11 +205,8 @@ class HFEncoder:
 
         Inputs longer than the context are truncated.
         """
-        self.capabilities.check_dimensions(truncate_dim)
-        jobs = self.prepare(items, task, True, late_chunking, multivector)
-        vectors = run_jobs(self, jobs, batch_size)
-        stacked = np.stack(vectors) if vectors else np.zeros((0, self.capabilities.dim), np.float32)
-        return truncate_and_normalize(stacked, truncate_dim, normalize)
+        return encode_texts(self, items, task, truncate_dim, multivector, normalize,
+                              late_chunking, batch_size)
 
 
 def text_of(item: Item | str, index: int, model_name: str) -> str:

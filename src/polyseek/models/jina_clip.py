@@ -33,7 +33,13 @@ from transformers import AutoTokenizer
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
-from polyseek.models.base import Capabilities, EncodeJob, run_jobs, truncate_and_normalize
+from polyseek.models.base import (
+    Capabilities,
+    EncodeJob,
+    pad_batch,
+    run_jobs,
+    truncate_and_normalize,
+)
 from polyseek.models.checkpoint import load_strict, read_state_dict
 from polyseek.models.jina_v3 import JinaV3Config, XLMRobertaLoRA, mean_pool
 
@@ -439,10 +445,7 @@ class JinaClipV2:
         texts = [i for i, job in enumerate(jobs) if getattr(job, "pixel_values", None) is None]
         images = [i for i in range(len(jobs)) if i not in set(texts)]
         if texts:
-            lengths = [len(jobs[i].ids) for i in texts]
-            ids = torch.full((len(texts), max(lengths)), self.pad_id, dtype=torch.long)
-            for row, i in enumerate(texts):
-                ids[row, : lengths[row]] = torch.tensor(jobs[i].ids)
+            ids, _ = pad_batch([jobs[i].ids for i in texts], self.pad_id)
             for i, vector in zip(texts, self.model.get_text_features(ids).float(), strict=True):
                 outputs[i] = vector.numpy()
         if images:

@@ -41,7 +41,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models.base import Capabilities, plan_batches
+from polyseek.models.base import Capabilities, pad_batch, plan_batches
 from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 ARCHITECTURE = "JinaVLForRanking"
@@ -226,12 +226,7 @@ def label(loc: tuple[str | int, ...]) -> str:
 
 def collate(pairs: Sequence[PairInputs], pad_id: int) -> Batch:
     """Left-pad the prompts so the score token sits in the last column of every row."""
-    width = max(p.n_tokens for p in pairs)
-    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, pair in enumerate(pairs):
-        input_ids[row, width - pair.n_tokens:] = torch.tensor(pair.input_ids)
-        attention_mask[row, width - pair.n_tokens:] = 1
+    input_ids, attention_mask = pad_batch([p.input_ids for p in pairs], pad_id, left=True)
     images = [p for p in pairs if p.pixel_values is not None]
     if not images:
         return Batch(input_ids, attention_mask)

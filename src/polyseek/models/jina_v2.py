@@ -32,8 +32,8 @@ from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
-    run_jobs,
-    truncate_and_normalize,
+    encode_texts,
+    pad_batch,
 )
 from polyseek.models.checkpoint import load_strict, read_state_dict
 from polyseek.models.hf_encoder import MIN_TRUNCATED_DIM, special_affixes, text_of
@@ -424,12 +424,8 @@ class JinaEmbeddingsV2:
     @torch.inference_mode()
     def hidden_states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
         """Last hidden states per sequence, [L_i, H], from one right-padded batch."""
+        ids, mask = pad_batch(sequences, self.pad_id)
         lengths = [len(seq) for seq in sequences]
-        ids = torch.full((len(sequences), max(lengths)), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
         hidden = self.model(ids, attention_mask=mask).last_hidden_state  # [B, L, H]
         return [hidden[row, :length].float() for row, length in enumerate(lengths)]
 
@@ -459,8 +455,5 @@ class JinaEmbeddingsV2:
 
         Inputs longer than the context are truncated.
         """
-        self.capabilities.check_dimensions(truncate_dim)
-        jobs = self.prepare(items, task, True, late_chunking, multivector)
-        vectors = run_jobs(self, jobs, batch_size)
-        stacked = np.stack(vectors) if vectors else np.zeros((0, self.capabilities.dim), np.float32)
-        return truncate_and_normalize(stacked, truncate_dim, normalize)
+        return encode_texts(self, items, task, truncate_dim, multivector, normalize,
+                              late_chunking, batch_size)

@@ -36,6 +36,7 @@ from polyseek.inputs.text import late_chunking_windows
 from polyseek.models.base import (
     Capabilities,
     EncodeJob,
+    pad_batch,
     run_jobs,
     truncate_and_normalize,
 )
@@ -470,11 +471,7 @@ class JinaEmbeddingsV3:
             outputs.update(zip(other, self.embed_jobs([jobs[i] for i in other]), strict=True))
             return [outputs[i] for i in range(len(jobs))]
         lengths = [job.n_tokens for job in jobs]
-        ids = torch.full((len(jobs), max(lengths)), self.pad_id, dtype=torch.long)  # [B, L]
-        mask = torch.zeros_like(ids)
-        for row, job in enumerate(jobs):
-            ids[row, : lengths[row]] = torch.tensor(job.ids)
-            mask[row, : lengths[row]] = 1
+        ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)  # [B, L]
         hidden = self.model(ids, mask, [job.task for job in jobs]).last_hidden_state.float()
         out = []
         for row, job in enumerate(jobs):

@@ -42,7 +42,13 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
-from polyseek.models.base import Capabilities, EncodeJob, plan_batches, truncate_and_normalize
+from polyseek.models.base import (
+    Capabilities,
+    EncodeJob,
+    pad_batch,
+    plan_batches,
+    truncate_and_normalize,
+)
 from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 FAMILY = "jina-embeddings-v4"
@@ -556,11 +562,7 @@ class JinaEmbeddingsV4:
     @torch.inference_mode()
     def _embed_batch(self, jobs: Sequence[EncodeJob], adapter: str) -> list[np.ndarray]:
         lengths = [len(job.ids) for job in jobs]
-        ids = torch.full((len(jobs), max(lengths)), self.pad_id, dtype=torch.long)  # [B, L]
-        mask = torch.zeros_like(ids)
-        for row, job in enumerate(jobs):  # right padding
-            ids[row, : lengths[row]] = torch.tensor(job.ids)
-            mask[row, : lengths[row]] = 1
+        ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)  # [B, L], right padding
         images = [job for job in jobs if getattr(job, "pixel_values", None) is not None]
         pixel_values = torch.cat([job.pixel_values for job in images]) if images else None
         grid = torch.tensor([job.grid_thw for job in images]) if images else None
