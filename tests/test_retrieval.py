@@ -99,6 +99,19 @@ def test_index_and_search_finds_the_right_file(corpus, store, minilm):
     assert (hit.mime, hit.page, hit.text) == ("application/pdf", 1, PDF_PAGES[0])
 
 
+def test_pdf_pages_get_thumbnails(corpus, store, minilm):
+    from PIL import Image
+
+    index_paths([corpus], "docs", minilm, store=store)
+    hits = search("photosynthesis and plants", "docs", minilm, store=store, top_k=6).hits
+    pages = {h.page: h.thumbnail for h in hits if h.mime == "application/pdf"}
+    assert set(pages) == {1, 2} and pages[1] != pages[2]  # one preview per page
+    with Image.open(store.thumbnail_path(pages[1])) as preview:
+        assert preview.format == "JPEG" and max(preview.size) <= 320
+    assert all(h.thumbnail is None for h in hits if h.mime != "application/pdf")
+    assert store.thumbnail_path("../../etc/passwd") is None
+
+
 def test_reindex_is_a_noop_and_tracks_changes(corpus, store, minilm):
     first = index_paths([corpus], "docs", minilm, store=store)
     again = index_paths([corpus], "docs", minilm, store=store)

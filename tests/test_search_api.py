@@ -80,3 +80,9 @@ def test_a_collection_refuses_another_model(url):
     post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
     refused = post(url, "/v1/index", collection="notes", model="other", documents=DOCUMENTS)
     assert refused.status_code == 400 and "built with model" in refused.json()["error"]["message"]
+
+
+def test_thumbnails_route_serves_only_stored_previews(url):
+    missing = httpx.get(f"{url}/v1/thumbnails/{'0' * 32}.jpg")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == 404
+    assert httpx.get(f"{url}/v1/thumbnails/..%2F..%2Fsecret").status_code == 404

@@ -278,5 +278,6 @@ def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
             assert result.hits[0].path.endswith(name)
             assert result.hits[0].mime == "image/png"
             assert result.hits[0].score == pytest.approx(1.0, abs=1e-4)
+            assert store.thumbnail_path(result.hits[0].thumbnail) is not None
         again = index_paths([corpus], "pictures", embedder, store=store)
         assert (again.unchanged, again.embedded) == (3, 0)

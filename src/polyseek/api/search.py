@@ -11,7 +11,9 @@ import threading
 from typing import Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
 from polyseek.inputs.items import TextItem
@@ -47,6 +49,7 @@ class SearchHit(BaseModel):
     chunk: int
     text: str
     mime: str
+    thumbnail: str | None = Field(None, description="GET /v1/thumbnails/{thumbnail}")
 
 
 class SearchStage(BaseModel):
@@ -136,3 +139,13 @@ def _collection_infos(store: Store) -> list[CollectionInfo]:
 async def list_collections(request: Request) -> CollectionList:
     """The store's collections, each with the model that built it and its point count."""
     return CollectionList(data=await request.app.state.store.run(_collection_infos))
+
+
+@router.get("/thumbnails/{name}", responses=ERROR_RESPONSES,
+            response_class=FileResponse)
+async def get_thumbnail(name: str, request: Request) -> FileResponse:
+    """The preview of an indexed image or PDF page, as named in a search hit."""
+    path = await request.app.state.store.run(lambda store: store.thumbnail_path(name))
+    if path is None:
+        raise HTTPException(404, f"no thumbnail {name!r}")
+    return FileResponse(path, media_type="image/jpeg")

@@ -49,11 +49,13 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 class FileEmbedder:
     """A Ray Data actor: loads the model once, then turns batches of files into points."""
 
-    def __init__(self, source: str, name: str, spec: CollectionSpec, size: int, overlap: int):
+    def __init__(self, source: str, name: str, spec: CollectionSpec, size: int, overlap: int,
+                 thumbnail_dir: str):
         from polyseek.models import load_model
 
         self.model = load_model(source, name=name)
         self.spec, self.size, self.overlap = spec, size, overlap
+        self.thumbnail_dir = Path(thumbnail_dir)  # shared with the driver (same machine or FS)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -68,7 +70,8 @@ class FileEmbedder:
         """The file's pickled points, or an error message."""
         try:
             chunks = read_chunks(Path(path), self.model, self.size, self.overlap)
-            return pickle.dumps(file_points(path, digest, chunks, self.model, self.spec)), ""
+            points = file_points(path, digest, chunks, self.model, self.spec, self.thumbnail_dir)
+            return pickle.dumps(points), ""
         except Exception as exc:  # reported per file by the driver, like index_paths does
             return b"", f"{type(exc).__name__}: {exc}"
 
@@ -107,7 +110,7 @@ def embed_remotely(todo: list[tuple[str, str]], run: IndexRun, model_name: str,
     low, high = (concurrency, concurrency) if isinstance(concurrency, int) else concurrency
     rows = [{"path": path, "digest": digest} for path, digest in todo]
     kwargs = {"source": run.source, "name": model_name, "spec": run.spec, "size": run.size,
-              "overlap": run.overlap}
+              "overlap": run.overlap, "thumbnail_dir": str(run.thumbnail_dir)}
     dataset = ray.data.from_items(rows).map_batches(
         FileEmbedder, batch_size=batch_size, batch_format="pyarrow", num_cpus=1,
         compute=ray.data.ActorPoolStrategy(min_size=low, max_size=high),

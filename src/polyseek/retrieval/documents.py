@@ -17,6 +17,7 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp"}
 PDF_TYPE = "application/pdf"
 PDF_RENDER_SCALE = 1.5  # 108 dpi: page images of a size image encoders tile well
+THUMBNAIL_SCALE = 0.4  # 29 dpi: a page preview for search results
 
 Offsets = Callable[[str], list[tuple[int, int]]]
 
@@ -29,6 +30,7 @@ class Chunk:
     text: str = ""
     image: Image.Image | None = None
     page: int | None = None  # 1-based, for PDFs
+    thumbnail: Image.Image | None = None  # preview of the source: the image or the PDF page
 
     @property
     def content_hash(self) -> str:
@@ -106,7 +108,8 @@ def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
         return list(pdf_chunks(path, model, size, overlap))
     if mime and mime.startswith("image/") and "image" in modalities:
         with Image.open(path) as image:
-            return [Chunk(mime, image=image.convert("RGB"))]
+            picture = image.convert("RGB")
+            return [Chunk(mime, image=picture, thumbnail=picture)]
     raise ValueError(f"unsupported file type for this model: {path.name}")
 
 
@@ -119,12 +122,13 @@ def pdf_chunks(path: Path, model, size: int, overlap: int) -> Iterator[Chunk]:
     pdf = pdfium.PdfDocument(path)
     try:
         for number, page in enumerate(pdf, start=1):
+            preview = page.render(scale=THUMBNAIL_SCALE).to_pil().convert("RGB")
             if "text" in modalities:
                 text = page.get_textpage().get_text_range().replace("\r\n", "\n")
                 for piece in token_windows(text, offsets, size, overlap):
-                    yield Chunk(PDF_TYPE, text=piece, page=number)
+                    yield Chunk(PDF_TYPE, text=piece, page=number, thumbnail=preview)
             if "image" in modalities:
                 image = page.render(scale=PDF_RENDER_SCALE).to_pil().convert("RGB")
-                yield Chunk(PDF_TYPE, image=image, page=number)
+                yield Chunk(PDF_TYPE, image=image, page=number, thumbnail=preview)
     finally:
         pdf.close()

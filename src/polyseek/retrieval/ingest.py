@@ -38,6 +38,7 @@ from polyseek.retrieval.store import (
     CollectionSpec,
     Store,
     StoredFile,
+    save_thumbnail,
     spec_for,
 )
 
@@ -112,15 +113,18 @@ def embed_chunks(model, chunks: list[Chunk], spec: CollectionSpec) -> list[dict[
     return vectors
 
 
-def file_points(path: str, digest: str, chunks: list[Chunk], model,
-                spec: CollectionSpec) -> list[qm.PointStruct]:
+def file_points(path: str, digest: str, chunks: list[Chunk], model, spec: CollectionSpec,
+                thumbnail_dir: Path) -> list[qm.PointStruct]:
+    """The points of one file version; previews of its images or pages go to `thumbnail_dir`."""
     vectors = embed_chunks(model, chunks, spec) if chunks else []
     return [
         qm.PointStruct(
             id=point_id(path, chunk, i),
             vector=named,
             payload={"path": path, "page": chunk.page, "chunk": i, "text": chunk.text,
-                     "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks)},
+                     "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks),
+                     "thumbnail": save_thumbnail(chunk.thumbnail, thumbnail_dir)
+                     if chunk.thumbnail else None},
         )
         for i, (chunk, named) in enumerate(zip(chunks, vectors, strict=True))
     ]
@@ -137,6 +141,7 @@ class IndexRun:
     size: int  # chunk size in tokens
     overlap: int
     stored: dict[str, dict[str, StoredFile]]
+    thumbnail_dir: Path
 
 
 def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Store,
@@ -150,7 +155,7 @@ def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Stor
                                ) - SPECIAL_TOKEN_ROOM
     files = discover(roots, model.capabilities.modalities)
     return IndexRun(roots, files, spec, wanted.source, size, overlap,
-                    store.stored_files(collection))
+                    store.stored_files(collection), store.thumbnail_dir)
 
 
 def finish_run(run: IndexRun, collection: str, store: Store, summary: IndexSummary) -> None:
@@ -228,7 +233,8 @@ def _write_version(key: str, digest: str, load_chunks: Callable[[], list[Chunk]]
                    collection: str, model, spec: CollectionSpec, store: Store,
                    stored: dict[str, dict[str, StoredFile]]) -> FileResult:
     """Upsert version `digest` of document `key` unless it is stored whole; drop other versions."""
-    return write_points(key, digest, lambda: file_points(key, digest, load_chunks(), model, spec),
+    return write_points(key, digest, lambda: file_points(key, digest, load_chunks(), model, spec,
+                                                          store.thumbnail_dir),
                         collection, store, stored)
 
 

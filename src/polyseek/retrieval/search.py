@@ -26,12 +26,14 @@ class Hit:
     chunk: int
     text: str
     mime: str
+    thumbnail: str | None = None  # preview file name (GET /v1/thumbnails/{name})
 
     @classmethod
     def from_point(cls, point: qm.ScoredPoint, score: float | None = None) -> Hit:
         p = point.payload or {}
         return cls(str(point.id), float(point.score if score is None else score), p["path"],
-                   p.get("page"), p.get("chunk", 0), p.get("text", ""), p.get("mime", ""))
+                   p.get("page"), p.get("chunk", 0), p.get("text", ""), p.get("mime", ""),
+                   p.get("thumbnail"))
 
 
 @dataclass

@@ -10,11 +10,16 @@ the same client and the same calls. Each point holds named vectors:
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -24,6 +29,25 @@ FULL, SHORT, MULTI = "full", "short", "multi"
 DEFAULT_DATA_DIR = Path("polyseek-data")
 # Prefer a trained Matryoshka dim of at least this size for the prefetch vector.
 PREFERRED_SHORT_DIM = 128
+THUMBNAIL_SIZE = 320  # longest side of a preview, pixels
+THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}\.jpg")
+
+
+def save_thumbnail(image: Image.Image, directory: Path) -> str:
+    """Store a small JPEG preview once, named by its content; returns the file name."""
+    preview = image.copy()
+    preview.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=80)
+    data = buffer.getvalue()
+    name = hashlib.sha256(data).hexdigest()[:32] + ".jpg"
+    target = directory / name
+    if not target.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = target.with_suffix(f".tmp{os.getpid()}")
+        staging.write_bytes(data)
+        staging.replace(target)
+    return name
 
 
 class ModelMismatch(PolyseekError):
@@ -104,12 +128,18 @@ class Store:
 
     def __init__(self, data_dir: str | Path | None = None, url: str | None = None):
         self.remote = bool(url)
-        if url:
-            self.client = QdrantClient(url=url)
-        else:
-            path = Path(data_dir or DEFAULT_DATA_DIR)
-            path.mkdir(parents=True, exist_ok=True)
-            self.client = QdrantClient(path=str(path))
+        path = Path(data_dir or DEFAULT_DATA_DIR)
+        path.mkdir(parents=True, exist_ok=True)
+        # previews of images and PDF pages live beside the store, also for a Qdrant server
+        self.thumbnail_dir = path / "thumbnails"
+        self.client = QdrantClient(url=url) if url else QdrantClient(path=str(path))
+
+    def thumbnail_path(self, name: str) -> Path | None:
+        """The file of a stored preview; None for an unknown or malformed name."""
+        if not THUMBNAIL_NAME.fullmatch(name):
+            return None
+        path = self.thumbnail_dir / name
+        return path if path.is_file() else None
 
     def close(self) -> None:
         self.client.close()
