@@ -29,7 +29,7 @@ from polyseek.models.jina_vlm.processor import (
 )
 from polyseek.models.sampling import SamplingParams
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jina-vlm"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "jina-vlm"
 SIZES = {  # name: (width, height)
     "thumbnail 300x300": (300, 300),
     "photo 640x480": (640, 480),
