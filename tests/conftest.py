@@ -1,101 +1,13 @@
-"""Shared fixtures: the real bundled model in-process, and real servers over HTTP."""
+"""Shared pytest fixtures: the real bundled model in-process, and a real server over HTTP."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures"
-DEFAULT_MODEL = "minilm-l6-v2"
-CHAT_MODEL = "smollm2-135m-instruct"
-
-
-def write_tiny_jina_vlm(directory: Path) -> Path:
-    """The tiny random jina-vlm of the fixtures laid out as a released checkpoint directory."""
-    import json
-    import shutil
-
-    vlm = FIXTURES / "jina-vlm"
-    shutil.copy(vlm / "tiny_config.json", directory / "config.json")
-    shutil.copy(vlm / "tiny_weights.safetensors", directory / "model.safetensors")
-    shutil.copy(vlm / "tokenizer_tiny.json", directory / "tokenizer.json")
-    (directory / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "model_max_length": 4096,
-    }))
-    # the tiny tokenizer's collate length (the fixtures' skipped-slot value is -4096)
-    (directory / "preprocessor_config.json").write_text(json.dumps({"max_sequence_length": 4096}))
-    return directory
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_healthy(base_url: str, timeout: float = 120.0, proc=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{base_url} not healthy after {timeout}s")
-
-
-@contextmanager
-def serve_subprocess(*args: str, env: dict | None = None) -> Iterator[str]:
-    """`polyseek serve` in a child process, as a user starts it; yields its base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "polyseek", "serve", "--port", str(port),
-           "--log-level", "warning", *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, proc=proc)
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@contextmanager
-def serve_in_thread(app, wait_healthy: bool = True) -> Iterator[str]:
-    """A real uvicorn server for `app` on a thread of this process; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        if wait_healthy:
-            wait_until_healthy(base_url)
-        yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+from support import DEFAULT_MODEL, serve_subprocess
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL, FIXTURES, write_tiny_jina_vlm
+from support import CHAT_MODEL, DEFAULT_MODEL, FIXTURES, write_tiny_jina_vlm
 
 
 def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ from polyseek.models.jina_clip import (
     vision_rope_tables,
 )
 
-from conftest import FIXTURES, serve_in_thread
+from support import FIXTURES, serve_in_thread
 
 CLIP = FIXTURES / "jina-clip-v2"
 pytestmark = pytest.mark.skipif(not CLIP.is_dir(), reason=f"jina-clip-v2 fixtures missing "

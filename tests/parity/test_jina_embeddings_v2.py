@@ -26,7 +26,7 @@ from polyseek.models.jina_v2 import (
     mean_pool,
 )
 
-from conftest import FIXTURES, serve_in_thread
+from support import FIXTURES, serve_in_thread
 
 V2 = FIXTURES / "jina-embeddings-v2"
 pytestmark = pytest.mark.skipif(not V2.is_dir(), reason=f"jina-embeddings-v2 fixtures missing "

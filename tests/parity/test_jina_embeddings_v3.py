@@ -23,7 +23,7 @@ from polyseek.models.jina_v3 import (
     mean_pool,
 )
 
-from conftest import FIXTURES, serve_in_thread
+from support import FIXTURES, serve_in_thread
 
 V3 = FIXTURES / "jina-embeddings-v3"
 pytestmark = pytest.mark.skipif(not V3.is_dir(), reason=f"jina-embeddings-v3 fixtures missing "

@@ -29,7 +29,7 @@ from polyseek.models.jina_v4 import (
     image_processor_from,
 )
 
-from conftest import FIXTURES
+from support import FIXTURES
 
 V4 = FIXTURES / "jina-embeddings-v4"
 pytestmark = pytest.mark.skipif(not V4.is_dir(), reason=f"jina-embeddings-v4 fixtures missing "
@@ -357,7 +357,7 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
     from polyseek.api.app import ServerSettings, create_app
     from polyseek.runtime.registry import ModelSpec
 
-    from conftest import serve_in_thread
+    from support import serve_in_thread
 
     image = image_item().source
     settings = ServerSettings(models=[ModelSpec("v4-tiny", str(checkpoint))])

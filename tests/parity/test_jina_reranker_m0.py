@@ -35,7 +35,7 @@ from polyseek.models.jina_reranker_m0 import (
     to_checkpoint_key,
 )
 
-from conftest import FIXTURES
+from support import FIXTURES
 
 M0 = FIXTURES / "jina-reranker-m0"
 pytestmark = pytest.mark.skipif(not M0.is_dir(),
@@ -309,7 +309,7 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
     from polyseek.api.app import ServerSettings, create_app
     from polyseek.runtime.registry import ModelSpec
 
-    from conftest import serve_in_thread
+    from support import serve_in_thread
 
     data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
     (query, document), *_ = pairs_of(golden_json)

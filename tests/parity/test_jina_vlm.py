@@ -17,7 +17,7 @@ from polyseek.models.jina_vlm import (
 )
 from polyseek.models.sampling import SamplingParams
 
-from conftest import FIXTURES
+from support import FIXTURES
 
 VLM = FIXTURES / "jina-vlm"
 pytestmark = pytest.mark.skipif(not VLM.is_dir(), reason=f"jina-vlm fixtures missing at {VLM}")

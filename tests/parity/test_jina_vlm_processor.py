@@ -38,7 +38,7 @@ from polyseek.models.jina_vlm.processor import (
     to_uint8_rgb,
 )
 
-from conftest import FIXTURES
+from support import FIXTURES
 
 VLM = FIXTURES / "jina-vlm"
 pytestmark = pytest.mark.skipif(not VLM.is_dir(), reason=f"jina-vlm fixtures missing at {VLM}")

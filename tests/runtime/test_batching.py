@@ -12,7 +12,7 @@ import pytest
 
 from polyseek.models.base import plan_batches
 
-from conftest import DEFAULT_MODEL
+from support import DEFAULT_MODEL
 
 
 def test_plan_batches_respects_the_padded_token_budget():

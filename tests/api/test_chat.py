@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL
+from support import CHAT_MODEL, DEFAULT_MODEL
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]

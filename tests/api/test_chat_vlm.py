@@ -16,7 +16,7 @@ from polyseek.api.app import ServerSettings, create_app
 from polyseek.inputs.images import ImageLimits
 from polyseek.runtime.registry import ModelSpec
 
-from conftest import FIXTURES, serve_in_thread, write_tiny_jina_vlm
+from support import FIXTURES, serve_in_thread, write_tiny_jina_vlm
 
 VLM = FIXTURES / "jina-vlm"
 pytestmark = pytest.mark.skipif(not VLM.is_dir(), reason=f"jina-vlm fixtures missing at {VLM}")

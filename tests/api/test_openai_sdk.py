@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL
+from support import CHAT_MODEL, DEFAULT_MODEL
 
 
 def sdk(server: str) -> openai.OpenAI:

@@ -12,7 +12,7 @@ from polyseek.api.app import ServerSettings, create_app
 from polyseek.runtime.batcher import BatchLimits
 from polyseek.runtime.registry import DEFAULT_SPEC, ModelRegistry, load_spec
 
-from conftest import DEFAULT_MODEL, serve_in_thread, serve_subprocess
+from support import DEFAULT_MODEL, serve_in_thread, serve_subprocess
 
 BODY = {"model": DEFAULT_MODEL, "input": "hello"}
 

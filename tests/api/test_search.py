@@ -8,7 +8,7 @@ import pytest
 from polyseek.api.app import ServerSettings, create_app
 from polyseek.runtime.registry import DEFAULT_SPEC, ModelSpec
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
 
 DOCUMENTS = [
     {"id": "bread", "text": "Sourdough bread needs an active starter and a hot oven."},

@@ -17,7 +17,7 @@ from polyseek.errors import InvalidInput
 from polyseek.models import DEFAULT_MODEL_SOURCE, resolve_source
 from polyseek.runtime.registry import ModelRegistry, ModelSpec
 
-from conftest import serve_in_thread
+from support import serve_in_thread
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                    "special_tokens_map.json")

@@ -15,7 +15,7 @@ from polyseek.errors import InvalidInput
 from polyseek.models.base import ChatMessage, Generator
 from polyseek.models.sampling import SamplingParams
 
-from conftest import FIXTURES, write_tiny_jina_vlm
+from support import FIXTURES, write_tiny_jina_vlm
 
 VLM = FIXTURES / "jina-vlm"
 pytestmark = pytest.mark.skipif(not VLM.is_dir(), reason=f"jina-vlm fixtures missing at {VLM}")

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_MODEL
+from support import DEFAULT_MODEL
 
 PNG_DATA_URI = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"

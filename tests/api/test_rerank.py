@@ -14,7 +14,7 @@ from polyseek.api.app import ServerSettings, create_app
 from polyseek.models import DEFAULT_MODEL_SOURCE, resolve_source
 from polyseek.runtime.registry import ModelSpec
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
 
 QUERY = "What is the capital of France?"
 DOCUMENTS = ["Bananas are rich in potassium.", "Paris is the capital and largest city of France.",

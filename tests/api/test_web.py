@@ -10,7 +10,7 @@ from PIL import Image
 
 from polyseek.api.app import ServerSettings, create_app
 
-from conftest import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",

@@ -30,7 +30,7 @@ from polyseek.inputs.images import (
     load_image,
 )
 
-from conftest import free_port
+from support import free_port
 
 PRIVATE = ImageLimits(allow_private_urls=True)
 
