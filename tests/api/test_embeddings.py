@@ -42,7 +42,7 @@ def test_response_shape_order_and_usage(client, minilm):
     np.testing.assert_allclose(
         [d["embedding"] for d in body["data"]], minilm.encode(texts), atol=1e-5
     )
-    n_tokens = sum(len(ids) for ids in minilm.tokenize(texts, truncate=True))
+    n_tokens = sum(job.n_tokens for job in minilm.prepare(texts))
     assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
 
 

@@ -37,7 +37,7 @@ def test_bi_encoder_ranks_by_cosine_in_order(client, minilm):
     np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
                                np.sort(cosine)[::-1], atol=1e-5)
     assert body["results"][0]["document"] == {"text": DOCUMENTS[1]}
-    n_tokens = sum(map(len, minilm.tokenize([QUERY, *DOCUMENTS], truncate=True)))
+    n_tokens = sum(job.n_tokens for job in minilm.prepare([QUERY, *DOCUMENTS]))
     assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert body["model"] == DEFAULT_MODEL
 

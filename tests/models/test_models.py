@@ -146,11 +146,10 @@ def test_packed_forward_equals_the_padded_transformers_forward(tmp_path, model_t
     extra = {"pad_token_id": 1} if model_type == "xlm-roberta" else {}
     model = load_model(str(_tiny_checkpoint(tmp_path, model_type, "mean", **extra)))
     assert model.packed
-    sequences = model.tokenize(["a", "a much longer input with many more tokens in it", "mid"],
-                               truncate=True)
-    packed = model.hidden_states(sequences)
+    jobs = model.prepare(["a", "a much longer input with many more tokens in it", "mid"])
+    packed = model.hidden_states(jobs)
     model.packed = False
-    padded = model.hidden_states(sequences)
-    for p, q, seq in zip(packed, padded, sequences, strict=True):
-        assert p.shape == (len(seq), 32)
+    padded = model.hidden_states(jobs)
+    for p, q, job in zip(packed, padded, jobs, strict=True):
+        assert p.shape == (job.n_tokens, 32)
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5)

@@ -14,15 +14,13 @@ from safetensors.torch import load_file, save_file
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.models.base import Embedder
 from polyseek.models.checkpoint import load_strict
+from polyseek.models.families import family_named, family_of, jina_bert_key
 from polyseek.models.jina_v2 import (
     JinaBertModel,
     JinaEmbeddingsV2,
     alibi_bias,
     alibi_slopes,
     build_jina_v2,
-    checkpoint_state,
-    is_jina_v2_config,
-    load_jina_v2_module,
     mean_pool,
 )
 
@@ -79,8 +77,9 @@ def output(tiny, golden):
 def test_family_is_recognised_from_config_fields(manifest):
     real = manifest["config"]
     assert real["model_type"] == "bert" and real["architectures"] == ["JinaBertForMaskedLM"]
-    assert is_jina_v2_config(real) and is_jina_v2_config(tiny_config())
-    assert not is_jina_v2_config({"model_type": "bert", "position_embedding_type": "absolute"})
+    assert family_of(real).name == family_of(tiny_config()).name == "jina-embeddings-v2"
+    assert family_of({"model_type": "bert", "position_embedding_type": "absolute"}).name == (
+        "hf-encoder")
 
 
 def test_meta_build_matches_the_manifest(manifest):
@@ -119,11 +118,11 @@ def test_bert_prefix_and_missing_pooler_are_accepted(tmp_path, golden):
     weights = load_file(V2 / "tiny_weights.safetensors")
     masked_lm = {f"bert.{k}": v for k, v in weights.items() if not k.startswith("pooler.")}
     masked_lm["cls.predictions.bias"] = torch.zeros(262)
-    assert set(checkpoint_state(masked_lm)) == set(weights) - {"pooler.dense.weight",
-                                                               "pooler.dense.bias"}
+    mapped = {jina_bert_key(k) for k in masked_lm} - {None}
+    assert mapped == set(weights) - {"pooler.dense.weight", "pooler.dense.bias"}
     (tmp_path / "config.json").write_text(json.dumps(tiny_config()))
     save_file(masked_lm, tmp_path / "model.safetensors")
-    model = load_jina_v2_module(tmp_path)
+    model = family_named("jina-embeddings-v2").load_module(tmp_path)
     assert model.pooler is None
     with torch.inference_mode():
         out = model(golden["input_ids"], golden["attention_mask"])

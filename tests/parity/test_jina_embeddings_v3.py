@@ -15,11 +15,11 @@ from polyseek.errors import InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models.base import Embedder
 from polyseek.models.checkpoint import load_strict
+from polyseek.models.families import family_of
 from polyseek.models.jina_v3 import (
     JinaEmbeddingsV3,
     XLMRobertaLoRA,
     build_jina_v3,
-    is_jina_v3_config,
     mean_pool,
 )
 
@@ -71,9 +71,10 @@ def outputs(tiny, golden) -> dict:
 
 def test_family_is_recognised_from_config_fields():
     manifest = json.loads((V3 / "manifest_real.json").read_text())
-    assert is_jina_v3_config(manifest["config"]) and is_jina_v3_config(tiny_config())
-    assert not is_jina_v3_config({"model_type": "xlm-roberta",
-                                  "position_embedding_type": "absolute"})
+    assert family_of(manifest["config"]).name == family_of(tiny_config()).name == (
+        "jina-embeddings-v3")
+    plain = {"model_type": "xlm-roberta", "position_embedding_type": "absolute"}
+    assert family_of(plain).name == "hf-encoder"
 
 
 def test_meta_build_matches_the_manifest():
@@ -248,11 +249,18 @@ def test_late_chunking_pools_spans_of_one_window(embedder, tiny):
     assert maxdiff(got, independent) > 1e-3  # context changes every chunk
 
 
+def test_any_dimensions_http_accepts_work_in_python(embedder):
+    """`truncate_dim=12` (not a Matryoshka dim) is the normalised 12-component prefix."""
+    full = embedder.encode(["a short text"], normalize=False)
+    want = F.normalize(torch.from_numpy(full[:, :12]), dim=-1).numpy()
+    assert maxdiff(embedder.encode(["a short text"], truncate_dim=12), want) < ATOL
+
+
 def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="unknown task"):
         embedder.encode(["x"], task="retrieval")
-    with pytest.raises(InvalidInput, match="truncate_dim"):
-        embedder.encode(["x"], truncate_dim=12)
+    with pytest.raises(InvalidInput, match="dimensions must be between 8 and 64"):
+        embedder.encode(["x"], truncate_dim=4)
     with pytest.raises(InvalidInput, match="text-only"):
         embedder.prepare(["x", ImageItem("data:image/png;base64,AAAA")])
 

@@ -15,11 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models import is_jina_v4_config
 from polyseek.models.base import Embedder
-from polyseek.models.checkpoint import load_strict, qwen_vl_module_key
+from polyseek.models.checkpoint import qwen_vl_module_key
+from polyseek.models.families import FAMILIES, family_named, family_of
 from polyseek.models.jina_v4 import (
-    TIED,
     JinaEmbeddingsV4,
     JinaEmbeddingsV4Model,
     MultiTaskLoRALinear,
@@ -74,7 +73,7 @@ def golden_json() -> dict:
 def tiny() -> JinaEmbeddingsV4Model:
     base, adapters = split_weights()
     model = build_jina_v4(tiny_config())
-    load_strict(model, {qwen_vl_module_key(k): v for k, v in base.items()}, TIED)
+    family_named("jina-embeddings-v4").load_state(model, base)
     model.load_adapters(adapters, json.loads((V4 / "tiny_adapter_config.json").read_text()))
     return model.eval()
 
@@ -97,9 +96,10 @@ def outputs(tiny, golden) -> dict[str, dict]:
 
 def test_family_is_recognised_from_config_fields(manifest):
     assert manifest["config"].get("model_type") is None  # the released config names no family
-    assert is_jina_v4_config(manifest["config"])
-    assert is_jina_v4_config(tiny_config())
-    assert not is_jina_v4_config({"model_type": "qwen2_5_vl", "architectures": None})
+    assert family_of(manifest["config"]).name == family_of(tiny_config()).name == (
+        "jina-embeddings-v4")
+    stock = {"model_type": "qwen2_5_vl", "architectures": None}
+    assert not any(family.recognizes(stock) for family in FAMILIES)
 
 
 def test_meta_build_matches_in_memory_and_checkpoint_layouts(manifest):
@@ -147,10 +147,10 @@ def test_missing_or_misshapen_tensors_are_refused():
     state = {qwen_vl_module_key(k): v for k, v in base.items()}
     config = json.loads((V4 / "tiny_adapter_config.json").read_text())
     with pytest.raises(ValueError, match="missing"):
-        load_strict(build_jina_v4(tiny_config()),
-                    {k: v for k, v in state.items() if "norm" not in k}, TIED)
+        family_named("jina-embeddings-v4").load_state(
+            build_jina_v4(tiny_config()), {k: v for k, v in state.items() if "norm" not in k})
     model = build_jina_v4(tiny_config())
-    load_strict(model, state, TIED)
+    family_named("jina-embeddings-v4").load_state(model, state)
     dropped = dict(adapters)
     dropped.pop(next(k for k in adapters if "code" in k))
     with pytest.raises(ValueError, match="missing"):

@@ -21,8 +21,8 @@ from transformers import PreTrainedTokenizerFast
 
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models import is_jina_reranker_m0
 from polyseek.models.checkpoint import qwen_vl_module_key
+from polyseek.models.families import family_named, family_of
 from polyseek.models.jina_reranker_m0 import (
     JinaRerankerM0,
     JinaRerankerM0Model,
@@ -30,7 +30,6 @@ from polyseek.models.jina_reranker_m0 import (
     TextImage,
     build_reranker_m0,
     collate,
-    load_checkpoint,
     scores_from_logits,
     to_checkpoint_key,
 )
@@ -38,6 +37,7 @@ from polyseek.models.jina_reranker_m0 import (
 from support import FIXTURES
 
 M0 = FIXTURES / "jina-reranker-m0"
+M0_FAMILY = family_named("jina-reranker-m0")
 pytestmark = pytest.mark.skipif(not M0.is_dir(),
                                 reason=f"jina-reranker-m0 fixtures missing at {M0}")
 ATOL = 1e-5  # logits and scores (README: fp32 vs fp64 <= 1.1e-6)
@@ -108,10 +108,10 @@ def pairs_of(golden_json: dict) -> list[tuple[str, str]]:
 
 
 def test_family_is_recognised_from_config(manifest):
-    assert is_jina_reranker_m0(manifest["config"])
-    assert is_jina_reranker_m0(json.loads((M0 / "tiny_config.json").read_text()))
-    assert not is_jina_reranker_m0({"model_type": "qwen2_vl",
-                                    "architectures": ["Qwen2VLForConditionalGeneration"]})
+    tiny = json.loads((M0 / "tiny_config.json").read_text())
+    assert family_of(manifest["config"]).name == family_of(tiny).name == "jina-reranker-m0"
+    assert not family_named("jina-reranker-m0").recognizes(
+        {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]})
 
 
 def test_real_config_builds_the_released_tree_on_meta(manifest):
@@ -152,7 +152,8 @@ def test_tiny_weights_load_strictly_in_either_layout():
     assert "lm_head.weight" not in legacy and any(k.startswith("visual.") for k in legacy)
     with torch.device("meta"):
         module = build_reranker_m0(config)
-    load_checkpoint(module, legacy)
+    M0_FAMILY.load_state(module, legacy)
+    module.init_rotary_buffers()
     state = module.state_dict()
     for key, tensor in legacy.items():
         assert torch.equal(state[qwen_vl_module_key(key)], tensor), key
@@ -160,10 +161,10 @@ def test_tiny_weights_load_strictly_in_either_layout():
     assert not any(t.device.type == "meta" for t in [*module.parameters(), *module.buffers()])
 
     in_memory = JinaRerankerM0Model(module.config)  # current transformers names load too
-    load_checkpoint(in_memory, {k: v for k, v in state.items() if k != "lm_head.weight"})
+    M0_FAMILY.load_state(in_memory, {k: v for k, v in state.items() if k != "lm_head.weight"})
     with pytest.raises(ValueError, match="missing"):
-        load_checkpoint(build_reranker_m0(config),
-                        {k: v for k, v in legacy.items() if k != "score.2.bias"})
+        M0_FAMILY.load_state(build_reranker_m0(config),
+                             {k: v for k, v in legacy.items() if k != "score.2.bias"})
 
 
 # --- reference tensors (token ids fed directly) ---------------------------------------------

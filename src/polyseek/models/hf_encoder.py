@@ -11,34 +11,23 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.items import ImageItem, Item, TextItem
-from polyseek.inputs.text import late_chunking_windows
-from polyseek.models.base import (
-    Capabilities,
-    EncodeJob,
-    encode_texts,
-    pad_batch,
-)
+from polyseek.models.base import EncodeJob, pad_batch
+from polyseek.models.families import family_named, stock_config
 from polyseek.models.packed_encoder import (
     OFFSET_POSITION_TYPES,
     packed_forward,
     supports_packing,
 )
+from polyseek.models.text_encoder import MIN_TRUNCATED_DIM, TextEncoder
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
-ENCODER_MODEL_TYPES = frozenset(
-    {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "camembert", "deberta-v2"}
-)
-# Smallest `dimensions` accepted by an encoder not trained for Matryoshka truncation.
-MIN_TRUNCATED_DIM = 32
+FAMILY = family_named("hf-encoder")
 
 
 def read_pooling_mode(directory: Path) -> str:
@@ -79,153 +68,48 @@ def read_max_tokens(directory: Path, config, tokenizer) -> int:
     return min(limit, positions)
 
 
-class HFEncoder:
+class HFEncoder(TextEncoder):
     """A text embedder over a transformers encoder, pooled as its checkpoint says."""
 
-    def __init__(
-        self,
-        directory: str | Path,
-        name: str = "",
-        dtype: torch.dtype = torch.float32,
-        packed: bool = True,
-    ):
-        self.directory = Path(directory)
-        self.name = name or self.directory.name
-        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
-        self.model = AutoModel.from_pretrained(self.directory, dtype=dtype).eval()
-        config = self.model.config
-        self.pooling = read_pooling_mode(self.directory)
-        self.packed = packed and supports_packing(self.model)
-        self.prompts = read_prompts(self.directory)
-        self.pad_id = self.tokenizer.pad_token_id or 0
-        self.prefix, self.suffix = special_affixes(self.tokenizer)
-        self.capabilities = Capabilities(
-            kind="embedding",
-            family="hf-encoder",
-            modalities=("text",),
+    def __init__(self, model, tokenizer, directory: Path, name: str = "", packed: bool = True):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or directory.name
+        config = model.config
+        self.pooling = read_pooling_mode(directory)
+        self.packed = packed and supports_packing(model)
+        self.prompts = read_prompts(directory)
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.capabilities = FAMILY.capabilities(
             tasks=tuple(self.prompts),
             dim=config.hidden_size,
             min_dim=min(MIN_TRUNCATED_DIM, config.hidden_size),
-            max_tokens=read_max_tokens(self.directory, config, self.tokenizer),
+            max_tokens=read_max_tokens(directory, config, tokenizer),
             pooling=self.pooling,
             reranker="bi-encoder",
             extras={"architecture": (config.architectures or [config.model_type])[0],
-                    "source": str(self.directory)},
+                    "source": str(directory)},
         )
 
-    # -- tokenisation ------------------------------------------------------------------
-
-    def tokenize(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
-        """Token ids with special tokens; cut to max_tokens only when `truncate`."""
-        encoded = self.tokenizer(
-            list(texts),
-            add_special_tokens=True,
-            truncation=truncate,
-            max_length=self.capabilities.max_tokens if truncate else None,
-        )
-        return encoded["input_ids"]
-
-    def tokenize_pieces(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids without special tokens, for concatenation (late chunking)."""
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    # -- forward -----------------------------------------------------------------------
-
-    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
-        """One forward pass over `jobs`; each job pooled as it asks."""
-        out = []
-        for job, tokens in zip(jobs, self.hidden_states([job.ids for job in jobs]), strict=True):
-            tokens = tokens.float()  # [L_i, D]
-            if job.spans is not None:
-                out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
-            elif self.pooling == "cls":
-                out.append(tokens[0].numpy())
-            else:
-                out.append(tokens.mean(0).numpy())
-        return out
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, name: str = "",
+                        dtype: torch.dtype = torch.float32, packed: bool = True) -> HFEncoder:
+        """transformers loads the stock architecture; the tokenizer and pooling come with it."""
+        directory = Path(directory)
+        model = AutoModel.from_pretrained(directory, dtype=dtype)
+        return cls(model, AutoTokenizer.from_pretrained(directory), directory, name, packed)
 
     @torch.inference_mode()
-    def hidden_states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
-        """Last hidden states per sequence, [L_i, D]: packed when the architecture allows."""
+    def hidden_states(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
+        """Last hidden states per job, [L_i, D]: packed when the architecture allows."""
+        sequences = [job.ids for job in jobs]
         if self.packed:
             return packed_forward(self.model, sequences)
         ids, mask = pad_batch(sequences, self.pad_id)
-        lengths = [len(seq) for seq in sequences]
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, D]
-        return [hidden[row, :length] for row, length in enumerate(lengths)]
-
-    # -- jobs ------------------------------------------------------------------------
-
-    def prepare(
-        self,
-        items: Sequence[Item | str],
-        task: str | None = None,
-        truncate: bool = True,
-        late_chunking: bool = False,
-        multivector: bool = False,
-    ) -> list[EncodeJob]:
-        """Validate and tokenise items into forward-pass jobs.
-
-        Without `truncate`, an input over the context raises InputTooLarge. With
-        `late_chunking`, inputs are concatenated into as few context windows as they fit
-        (one when `truncate` is off) and each input becomes a token span of its window.
-        """
-        self.capabilities.check_task(task)
-        self.capabilities.check_multivector(multivector)
-        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
-        prompt = self.prompts.get(task, "") if task else ""
-        texts = [prompt + text for text in texts]
-        if late_chunking:
-            windows = late_chunking_windows(self.tokenize_pieces(texts), self.prefix,
-                                            self.suffix, self.capabilities.max_tokens, truncate)
-            return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
-        ids = self.tokenize(texts, truncate)
-        limit = self.capabilities.max_tokens
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                raise InputTooLarge(
-                    f"input[{i}] has {len(seq)} tokens, over the {limit}-token context of "
-                    f"{self.name!r}; shorten it or set truncate=true"
-                )
-        return [EncodeJob(seq, task) for seq in ids]
-
-    # -- Python API --------------------------------------------------------------------
-
-    def encode(
-        self,
-        items: Sequence[Item | str],
-        task: str | None = None,
-        truncate_dim: int | None = None,
-        multivector: bool = False,
-        normalize: bool = True,
-        late_chunking: bool = False,
-        batch_size: int = 32,
-    ) -> np.ndarray:
-        """Embed texts: [N, dim] float32, L2-normalised unless `normalize=False`.
-
-        Inputs longer than the context are truncated.
-        """
-        return encode_texts(self, items, task, truncate_dim, multivector, normalize,
-                              late_chunking, batch_size)
+        return [hidden[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
-def text_of(item: Item | str, index: int, model_name: str) -> str:
-    """The text of an item, or a clear error naming the model and the item's index."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, TextItem):
-        return item.text
-    if isinstance(item, ImageItem):
-        raise InvalidInput(
-            f"model {model_name!r} is text-only and cannot embed the image at input[{index}]",
-            ("input", index),
-        )
-    raise TypeError(f"input[{index}]: expected text, got {type(item).__name__}")
-
-
-def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after one sequence ([CLS] / [SEP])."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
-    return full[:start], full[start + len(bare) :]
+def build_encoder(config: dict) -> torch.nn.Module:
+    """The module tree of a stock transformers encoder (meta-safe)."""
+    return AutoModel.from_config(stock_config(config))

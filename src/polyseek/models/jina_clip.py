@@ -17,7 +17,6 @@ CLS token. Both: Matryoshka truncation, then L2 normalisation.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,16 +33,15 @@ from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.models.base import (
-    Capabilities,
     EncodeJob,
     pad_batch,
     run_jobs,
     truncate_and_normalize,
 )
-from polyseek.models.checkpoint import load_strict, read_state_dict
+from polyseek.models.families import family_named
 from polyseek.models.jina_v3 import JinaV3Config, XLMRobertaLoRA, mean_pool
 
-FAMILY = "jina-clip-v2"
+FAMILY = family_named("jina-clip-v2")
 ARCHITECTURE = "JinaCLIPModel"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -61,11 +59,6 @@ V3_BASE_CONFIG: dict = {
                          "classification", "text-matching"],
     "matryoshka_dimensions": [32, 64, 128, 256, 512, 768, 1024],
 }
-
-
-def is_jina_clip_config(config: dict) -> bool:
-    return config.get("model_type") == "jina_clip" or ARCHITECTURE in (
-        config.get("architectures") or [])
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -316,14 +309,6 @@ def build_jina_clip_v2(config: dict, text_base_config: dict | None = None) -> Ji
     return JinaCLIPModel(JinaClipConfig.from_dict(config, text_base_config))
 
 
-def load_jina_clip_module(directory: Path, dtype: torch.dtype = torch.float32) -> JinaCLIPModel:
-    config = json.loads((directory / "config.json").read_text())
-    with torch.device("meta"):
-        model = build_jina_clip_v2(config)
-    load_strict(model, read_state_dict(directory))
-    return model.to(dtype).eval()
-
-
 # --- image preprocessing ----------------------------------------------------------------------
 
 
@@ -370,14 +355,11 @@ class JinaClipV2:
                  image_limits: ImageLimits = DEFAULT_LIMITS, max_tokens: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.name = name or FAMILY
+        self.name = name or FAMILY.name
         self.image_limits = image_limits
         config = model.config
         self.pad_id = config.text.pad_token_id
-        self.capabilities = Capabilities(
-            kind="embedding",
-            family=FAMILY,
-            modalities=("text", "image"),
+        self.capabilities = FAMILY.capabilities(
             tasks=tuple(config.instructions),
             dim=config.text.hidden_size,
             min_dim=max(min(config.matryoshka_dims), config.text.hidden_size // MIN_DIM_FRACTION),
@@ -393,7 +375,7 @@ class JinaClipV2:
                         dtype: torch.dtype = torch.float32,
                         image_limits: ImageLimits = DEFAULT_LIMITS) -> JinaClipV2:
         directory = Path(directory)
-        model = load_jina_clip_module(directory, dtype)
+        model = FAMILY.load_module(directory, dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         return cls(model, tokenizer, name or directory.name, image_limits)
 

@@ -22,7 +22,6 @@ Checkpoint names: releases use the legacy Qwen2-VL layout (`model.*` for the tex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,10 +40,10 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models.base import Capabilities, pad_batch, plan_batches
-from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
+from polyseek.models.base import pad_batch, plan_batches
+from polyseek.models.families import family_named
 
-ARCHITECTURE = "JinaVLForRanking"
+FAMILY = family_named("jina-reranker-m0")
 SCORE_TOKEN_ID = 100  # hard-coded in the reference, not in the config
 LOGIT_BIAS = 2.65
 MAX_LENGTH = 10240  # the reference's `compute_score(max_length=...)`, score token included
@@ -70,12 +69,6 @@ class JinaRerankerM0Model(nn.Module):
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
         hidden = config.text_config.hidden_size
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-
-    def tied_weights(self) -> dict[str, str]:
-        """Alias -> source, for `load_strict` (checkpoints omit the alias)."""
-        if not self.config.tie_word_embeddings:
-            return {}
-        return {"lm_head.weight": "model.language_model.embed_tokens.weight"}
 
     def init_rotary_buffers(self) -> None:
         """Recompute the RoPE tables (non-persistent buffers) on the CPU after a meta build."""
@@ -136,12 +129,6 @@ def to_checkpoint_key(key: str) -> str:
     if key.startswith("model.language_model."):
         return "model." + key.removeprefix("model.language_model.")
     return key
-
-
-def load_checkpoint(module: JinaRerankerM0Model, state: dict[str, torch.Tensor]) -> None:
-    """Strictly load a checkpoint in either layout; the tied alias may be absent."""
-    load_strict(module, {qwen_vl_module_key(k): v for k, v in state.items()}, module.tied_weights())
-    module.init_rotary_buffers()
 
 
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -260,10 +247,7 @@ class JinaRerankerM0:
         self.merge = config.vision_config.spatial_merge_size
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (config.bos_token_id or 0)
-        self.capabilities = Capabilities(
-            kind="rerank",
-            family="jina-reranker-m0",
-            modalities=("text", "image"),
+        self.capabilities = FAMILY.capabilities(
             max_tokens=max_length,
             reranker="cross-encoder",
         )
@@ -273,11 +257,8 @@ class JinaRerankerM0:
                         dtype: torch.dtype = torch.float32, **options) -> JinaRerankerM0:
         """Load config.json, safetensors (strict), tokenizer and image-processor files."""
         directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
-        with torch.device("meta"):
-            model = build_reranker_m0(config)
-        load_checkpoint(model, read_state_dict(directory))
-        model.to(dtype)
+        model = FAMILY.load_module(directory, dtype)
+        model.init_rotary_buffers()
         tokenizer = AutoTokenizer.from_pretrained(directory)
         pixels = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
         processor = (Qwen2VLImageProcessorPil.from_pretrained(directory, **pixels)

@@ -14,44 +14,22 @@ checkpoint loads strictly under its own names (`embeddings.*`, `encoder.layer.N.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 
-from polyseek.errors import InputTooLarge
-from polyseek.inputs.items import Item
-from polyseek.inputs.text import late_chunking_windows
-from polyseek.models.base import (
-    Capabilities,
-    EncodeJob,
-    encode_texts,
-    pad_batch,
-)
-from polyseek.models.checkpoint import load_strict, read_state_dict
-from polyseek.models.hf_encoder import MIN_TRUNCATED_DIM, special_affixes, text_of
+from polyseek.models.base import EncodeJob, pad_batch
+from polyseek.models.families import family_named
+from polyseek.models.text_encoder import MIN_TRUNCATED_DIM, TextEncoder
 
-log = logging.getLogger("polyseek.jina_v2")
-
-FAMILY = "jina-embeddings-v2"
+FAMILY = family_named("jina-embeddings-v2")
 GLU_ACTIVATIONS = {"geglu": nn.GELU, "reglu": nn.ReLU}  # the reference's gated feed-forwards
-
-
-def is_jina_v2_config(config: dict) -> bool:
-    """JinaBERT: a BERT config (model_type "bert") with ALiBi positions and a gated MLP.
-
-    The released config says `architectures: ["JinaBertForMaskedLM"]` and `model_type: "bert"`,
-    so the family is recognised by its own fields, before plain BERT.
-    """
-    return (config.get("position_embedding_type") == "alibi"
-            and config.get("feed_forward_type") in GLU_ACTIVATIONS)
 
 
 @dataclass
@@ -288,39 +266,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-def build_jina_v2(config: dict, add_pooling_layer: bool = True) -> JinaBertModel:
+def build_jina_v2(config: dict) -> JinaBertModel:
     """The uninitialised module tree for a released config.json; works on the meta device.
 
     Its state_dict names and shapes are the published checkpoint's (186 tensors for base-en).
     """
-    return JinaBertModel(JinaBertConfig.from_dict(config), add_pooling_layer)
-
-
-# -- loading -----------------------------------------------------------------------------------
-
-
-def checkpoint_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoint names -> module names: strip a `bert.` prefix (a *ForMaskedLM file) and drop
-    the masked-LM head (`cls.*`), which embeddings never use."""
-    out = {}
-    for key, tensor in state.items():
-        if key.startswith("cls."):
-            continue
-        out[key.removeprefix("bert.")] = tensor
-    if len(out) < len(state):
-        log.info("ignoring %d masked-LM head tensors (cls.*)", len(state) - len(out))
-    return out
-
-
-def load_jina_v2_module(directory: Path, dtype: torch.dtype = torch.float32) -> JinaBertModel:
-    """Built on meta, loaded strictly (with or without the pooler), cast to `dtype`, eval."""
-    config = json.loads((directory / "config.json").read_text())
-    state = checkpoint_state(read_state_dict(directory))
-    with torch.device("meta"):
-        model = build_jina_v2(config, add_pooling_layer=any(k.startswith("pooler.")
-                                                            for k in state))
-    load_strict(model, state)
-    return model.to(dtype).eval()
+    return JinaBertModel(JinaBertConfig.from_dict(config))
 
 
 def read_max_tokens(directory: Path, config: JinaBertConfig) -> int:
@@ -337,7 +288,7 @@ def read_max_tokens(directory: Path, config: JinaBertConfig) -> int:
 # -- the Embedder ------------------------------------------------------------------------------
 
 
-class JinaEmbeddingsV2:
+class JinaEmbeddingsV2(TextEncoder):
     """jina-embeddings-v2 as an Embedder: text only, no tasks, mean-pooled, late chunking."""
 
     def __init__(self, model: JinaBertModel, tokenizer, name: str, max_tokens: int,
@@ -346,18 +297,11 @@ class JinaEmbeddingsV2:
         self.tokenizer = tokenizer
         self.name = name
         self.pad_id = tokenizer.pad_token_id or model.config.pad_token_id
-        self.prefix, self.suffix = special_affixes(tokenizer)
         dim = model.config.hidden_size
-        self.capabilities = Capabilities(
-            kind="embedding",
-            family=FAMILY,
-            modalities=("text",),
-            tasks=(),
+        self.capabilities = FAMILY.capabilities(
             dim=dim,
             min_dim=min(MIN_TRUNCATED_DIM, dim),
             max_tokens=max_tokens,
-            multivector=False,
-            pooling="mean",
             reranker="bi-encoder",
             extras={"architecture": "JinaBertModel", "source": source},
         )
@@ -368,92 +312,14 @@ class JinaEmbeddingsV2:
                         max_tokens: int | None = None) -> JinaEmbeddingsV2:
         """Load config.json, the safetensors weights (strictly) and the tokenizer."""
         directory = Path(directory)
-        model = load_jina_v2_module(directory, dtype)
+        model = FAMILY.load_module(directory, dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         limit = max_tokens or read_max_tokens(directory, model.config)
         return cls(model, tokenizer, name or directory.name, limit, str(directory))
 
-    # -- tokenisation --------------------------------------------------------------------------
-
-    def tokenize(self, texts: Sequence[str], truncate: bool) -> list[list[int]]:
-        """Token ids with [CLS] ... [SEP]; cut to max_tokens only when `truncate`."""
-        limit = self.capabilities.max_tokens
-        encoded = self.tokenizer(list(texts), add_special_tokens=True, truncation=truncate,
-                                 max_length=limit if truncate else None)
-        return encoded["input_ids"]
-
-    def tokenize_pieces(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids without special tokens, for concatenation (late chunking)."""
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    # -- jobs ----------------------------------------------------------------------------------
-
-    def prepare(
-        self,
-        items: Sequence[Item | str],
-        task: str | None = None,
-        truncate: bool = True,
-        late_chunking: bool = False,
-        multivector: bool = False,
-    ) -> list[EncodeJob]:
-        """Validate and tokenise items into forward-pass jobs.
-
-        No task is accepted (InvalidInput). Without `truncate`, an input over the context
-        raises InputTooLarge. With `late_chunking`, inputs share context windows and each
-        becomes a token span of its window.
-        """
-        self.capabilities.check_task(task)
-        self.capabilities.check_multivector(multivector)
-        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
-        limit = self.capabilities.max_tokens
-        if late_chunking:
-            windows = late_chunking_windows(self.tokenize_pieces(texts), self.prefix,
-                                            self.suffix, limit, truncate)
-            return [EncodeJob(ids, spans=spans) for ids, spans in windows]
-        ids = self.tokenize(texts, truncate)
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                raise InputTooLarge(
-                    f"input[{i}] has {len(seq)} tokens, over the {limit}-token context of "
-                    f"{self.name!r}; shorten it or set truncate=true"
-                )
-        return [EncodeJob(seq) for seq in ids]
-
-    # -- forward -------------------------------------------------------------------------------
-
     @torch.inference_mode()
-    def hidden_states(self, sequences: list[list[int]]) -> list[torch.Tensor]:
-        """Last hidden states per sequence, [L_i, H], from one right-padded batch."""
-        ids, mask = pad_batch(sequences, self.pad_id)
-        lengths = [len(seq) for seq in sequences]
+    def hidden_states(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
+        """Last hidden states per job, [L_i, H], from one right-padded batch."""
+        ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)
         hidden = self.model(ids, attention_mask=mask).last_hidden_state  # [B, L, H]
-        return [hidden[row, :length].float() for row, length in enumerate(lengths)]
-
-    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
-        """One forward pass over `jobs`: a mean-pooled vector each, or one per span."""
-        out = []
-        for job, tokens in zip(jobs, self.hidden_states([job.ids for job in jobs]), strict=True):
-            if job.spans is not None:
-                out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
-            else:
-                out.append(tokens.mean(0).numpy())
-        return out
-
-    # -- Python API ----------------------------------------------------------------------------
-
-    def encode(
-        self,
-        items: Sequence[Item | str],
-        task: str | None = None,
-        truncate_dim: int | None = None,
-        multivector: bool = False,
-        normalize: bool = True,
-        late_chunking: bool = False,
-        batch_size: int = 32,
-    ) -> np.ndarray:
-        """Embed texts: [N, dim] float32, L2-normalised unless `normalize=False`.
-
-        Inputs longer than the context are truncated.
-        """
-        return encode_texts(self, items, task, truncate_dim, multivector, normalize,
-                              late_chunking, batch_size)
+        return [hidden[row, : job.n_tokens] for row, job in enumerate(jobs)]

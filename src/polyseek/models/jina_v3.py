@@ -18,32 +18,21 @@ L2 normalisation.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer
 
-from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.items import Item
-from polyseek.inputs.text import late_chunking_windows
-from polyseek.models.base import (
-    Capabilities,
-    EncodeJob,
-    pad_batch,
-    run_jobs,
-    truncate_and_normalize,
-)
-from polyseek.models.checkpoint import load_strict, read_state_dict
-from polyseek.models.hf_encoder import special_affixes, text_of
+from polyseek.models.base import EncodeJob, pad_batch
+from polyseek.models.families import family_named
+from polyseek.models.text_encoder import TextEncoder
 
-FAMILY = "jina-embeddings-v3"
+FAMILY = family_named("jina-embeddings-v3")
 ARCHITECTURE = "XLMRobertaLoRA"
 TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
 # The reference's task instructions, used when config.json does not carry `task_instructions`.
@@ -52,11 +41,6 @@ DEFAULT_INSTRUCTIONS = {
     "retrieval.passage": "Represent the document for retrieval: ",
 }
 MASK_FILL = -10000.0  # the reference's additive key padding mask
-
-
-def is_jina_v3_config(config: dict) -> bool:
-    """jina-embeddings-v3 (XLMRobertaFlashConfig): rotary positions plus LoRA adaptations."""
-    return config.get("position_embedding_type") == "rotary" and "lora_adaptations" in config
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -376,39 +360,29 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-def load_jina_v3_module(directory: Path, dtype: torch.dtype = torch.float32) -> XLMRobertaLoRA:
-    """Built on meta, loaded strictly, cast to `dtype`, eval mode."""
-    config = json.loads((directory / "config.json").read_text())
-    with torch.device("meta"):
-        model = build_jina_v3(config)
-    load_strict(model, read_state_dict(directory))
-    return model.to(dtype).eval()
-
-
 # --- the Embedder -----------------------------------------------------------------------------
 
 
-class JinaEmbeddingsV3:
-    """Text embeddings with per-call task adapters, Matryoshka truncation and late chunking."""
+class JinaEmbeddingsV3(TextEncoder):
+    """Text embeddings with per-call task adapters, Matryoshka truncation and late chunking.
+
+    The task's instruction goes before each text (once per window with late chunking), and
+    the same task selects the LoRA adapter of every row."""
 
     def __init__(self, model: XLMRobertaLoRA, tokenizer, name: str = "",
                  max_tokens: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.name = name or FAMILY
+        self.name = name or FAMILY.name
         config = model.config
         self.pad_id = config.pad_token_id
-        self.prefix, self.suffix = special_affixes(tokenizer)
-        self.capabilities = Capabilities(
-            kind="embedding",
-            family=FAMILY,
-            modalities=("text",),
+        self.prompts = config.instructions
+        self.capabilities = FAMILY.capabilities(
             tasks=config.tasks,
             dim=config.hidden_size,
             min_dim=min(config.matryoshka_dims),
             matryoshka_dims=config.matryoshka_dims,
             max_tokens=max_tokens or config.max_tokens,
-            pooling="mean",
             reranker="bi-encoder",
             extras={"architecture": ARCHITECTURE},
         )
@@ -418,84 +392,19 @@ class JinaEmbeddingsV3:
                         dtype: torch.dtype = torch.float32) -> JinaEmbeddingsV3:
         """Load config.json, model.safetensors (or shards) and the tokenizer."""
         directory = Path(directory)
-        model = load_jina_v3_module(directory, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
-        return cls(model, tokenizer, name or directory.name)
-
-    def instruction(self, task: str | None) -> str:
-        return self.model.config.instructions.get(task, "") if task else ""
-
-    # -- jobs ------------------------------------------------------------------------------
-
-    def prepare(self, items: Sequence[Item | str], task: str | None = None,
-                truncate: bool = True, late_chunking: bool = False,
-                multivector: bool = False) -> list[EncodeJob]:
-        """Validate and tokenise items into jobs; the task's instruction goes before each text.
-
-        With `late_chunking`, inputs are joined into context windows (the instruction once at
-        the start of each window) and each input is pooled over its own token span.
-        """
-        self.capabilities.check_task(task)
-        self.capabilities.check_multivector(multivector)
-        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
-        instruction = self.instruction(task)
-        limit = self.capabilities.max_tokens
-        if late_chunking:
-            head = self.prefix + self._pieces([instruction])[0] if instruction else self.prefix
-            windows = late_chunking_windows(self._pieces(texts), head, self.suffix, limit,
-                                            truncate)
-            return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
-        ids = self.tokenizer([instruction + t for t in texts], truncation=truncate,
-                             max_length=limit if truncate else None)["input_ids"]
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                raise InputTooLarge(f"input[{i}] has {len(seq)} tokens, over the {limit}-token "
-                                    f"context of {self.name!r}; shorten it or set truncate=true")
-        return [EncodeJob(seq, task) for seq in ids]
-
-    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-
-    # -- forward ---------------------------------------------------------------------------
+        model = FAMILY.load_module(directory, dtype)
+        return cls(model, AutoTokenizer.from_pretrained(directory), name or directory.name)
 
     @torch.inference_mode()
-    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
-        """One forward pass (tasks per row); per job the mean-pooled vector [dim], not
-        normalised, or one per span [spans, dim] for late chunking."""
-        if not jobs:
-            return []
+    def hidden_states(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
+        """Last hidden states per job, [L_i, H]; each row through its task's adapter (rows
+        without a task and rows with one run as two passes)."""
         if any(job.task is None for job in jobs) and any(job.task for job in jobs):
             plain = [i for i, job in enumerate(jobs) if job.task is None]
             other = [i for i, job in enumerate(jobs) if job.task is not None]
-            outputs = dict(zip(plain, self.embed_jobs([jobs[i] for i in plain]), strict=True))
-            outputs.update(zip(other, self.embed_jobs([jobs[i] for i in other]), strict=True))
-            return [outputs[i] for i in range(len(jobs))]
-        lengths = [job.n_tokens for job in jobs]
+            states = dict(zip(plain, self.hidden_states([jobs[i] for i in plain]), strict=True))
+            states.update(zip(other, self.hidden_states([jobs[i] for i in other]), strict=True))
+            return [states[i] for i in range(len(jobs))]
         ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)  # [B, L]
-        hidden = self.model(ids, mask, [job.task for job in jobs]).last_hidden_state.float()
-        out = []
-        for row, job in enumerate(jobs):
-            tokens = hidden[row]  # [L, H]
-            if job.spans is not None:
-                out.append(torch.stack([tokens[s:e].mean(0) for s, e in job.spans]).numpy())
-            else:
-                out.append(tokens[: lengths[row]].mean(0).numpy())
-        return out
-
-    # -- Python API ------------------------------------------------------------------------
-
-    def encode(self, items: Sequence[Item | str], task: str | None = None,
-               truncate_dim: int | None = None, multivector: bool = False,
-               normalize: bool = True, late_chunking: bool = False,
-               batch_size: int = 32) -> np.ndarray:
-        """Embed texts: [N, dim] float32, Matryoshka-truncated to `truncate_dim` (one of
-        `matryoshka_dims`), then L2-normalised unless `normalize=False`."""
-        dims = self.capabilities.matryoshka_dims
-        if truncate_dim is not None and truncate_dim not in dims:
-            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
-                               ("dimensions",))
-        jobs = self.prepare(items, task, True, late_chunking, multivector)
-        vectors = run_jobs(self, jobs, batch_size)
-        if not vectors:
-            return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
-        return truncate_and_normalize(np.stack(vectors), truncate_dim, normalize)
+        hidden = self.model(ids, mask, [job.task for job in jobs]).last_hidden_state
+        return [hidden[row, : job.n_tokens] for row, job in enumerate(jobs)]

@@ -43,22 +43,21 @@ from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.models.base import (
-    Capabilities,
     EncodeJob,
     pad_batch,
     plan_batches,
     truncate_and_normalize,
 )
-from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
+from polyseek.models.checkpoint import qwen_vl_module_key
+from polyseek.models.families import family_named
 
-FAMILY = "jina-embeddings-v4"
+FAMILY = family_named("jina-embeddings-v4")
 ARCHITECTURE = "JinaEmbeddingsV4Model"
 # config.json fields of v4 itself; everything else configures the Qwen2.5-VL backbone
 JINA_FIELDS = frozenset({
     "task_names", "matryoshka_dims", "multi_vector_projector_dim", "single_vector_pool_strategy",
     "truncate_dim", "pretrained_peft_model_name_or_path", "auto_map",
 })
-TIED = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
 # API task -> (adapter, prompt prefix). text-matching is symmetric and always uses "Query".
 API_TASKS: dict[str, tuple[str, str]] = {
     "retrieval.query": ("retrieval", "Query: "),
@@ -392,11 +391,7 @@ def build_jina_v4(config: dict) -> JinaEmbeddingsV4Model:
 def load_jina_v4_module(directory: Path, dtype: torch.dtype = torch.float32
                         ) -> JinaEmbeddingsV4Model:
     """Built on meta, base weights and adapters loaded strictly, cast to `dtype`, eval mode."""
-    config = json.loads((directory / "config.json").read_text())
-    with torch.device("meta"):
-        model = build_jina_v4(config)
-    state = {qwen_vl_module_key(k): v for k, v in read_state_dict(directory).items()}
-    load_strict(model, state, TIED if model.config.backbone.tie_word_embeddings else None)
+    model = FAMILY.load_module(directory, dtype)
     adapters = directory / "adapters"
     if not (adapters / "adapter_model.safetensors").exists():
         raise FileNotFoundError(f"{directory} has no adapters/adapter_model.safetensors")
@@ -444,7 +439,7 @@ class JinaEmbeddingsV4:
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.name = name or FAMILY
+        self.name = name or FAMILY.name
         self.image_limits = image_limits
         config = model.config
         if max_tokens is None:
@@ -454,10 +449,7 @@ class JinaEmbeddingsV4:
         if self.pad_id is None:
             self.pad_id = config.backbone.text_config.bos_token_id or 0
         self.image_head, self.image_tail = self._image_prompt_ids()
-        self.capabilities = Capabilities(
-            kind="embedding",
-            family=FAMILY,
-            modalities=("text", "image"),
+        self.capabilities = FAMILY.capabilities(
             tasks=tuple(API_TASKS),
             dim=config.hidden_size,
             min_dim=min(config.matryoshka_dims),

@@ -18,14 +18,14 @@ from PIL import Image
 from transformers import AutoTokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.models.base import Capabilities, ChatMessage, TextDelta
-from polyseek.models.checkpoint import load_strict, read_state_dict
-from polyseek.models.jina_vlm.config import JinaVLMConfig
+from polyseek.models.base import ChatMessage, TextDelta
+from polyseek.models.families import family_named
 from polyseek.models.jina_vlm.model import JinaVLMForConditionalGeneration, MultimodalInputs
 from polyseek.models.jina_vlm.processor import JinaVLMProcessor, JinaVLMProcessorConfig
 from polyseek.models.sampling import SamplingParams
 from polyseek.models.streaming import stream_text
 
+FAMILY = family_named("jina-vlm")
 IMAGE_PLACEHOLDER = "<|image|>"
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 # ChatML, used when the tokenizer files carry no chat template.
@@ -44,10 +44,7 @@ class JinaVLMGenerator:
         self.name = name
         vocab = tokenizer.get_vocab()
         self.stop_token_ids = tuple(vocab[t] for t in STOP_TOKENS if t in vocab)
-        self.capabilities = Capabilities(
-            kind="chat",
-            family="jina-vlm",
-            modalities=("text", "image"),
+        self.capabilities = FAMILY.capabilities(
             max_tokens=model.config.text.max_sequence_length,
             extras={"max_images": str(processor.config.max_images_per_prompt)},
         )
@@ -56,13 +53,7 @@ class JinaVLMGenerator:
     def from_pretrained(cls, directory: str | Path, name: str = "",
                         dtype: torch.dtype = torch.float32) -> JinaVLMGenerator:
         directory = Path(directory)
-        config = JinaVLMConfig.from_dict(json.loads((directory / "config.json").read_text()))
-        with torch.device("meta"):
-            model = JinaVLMForConditionalGeneration(config)
-        tied = ({"lm_head.weight": "model.language_model.embedding.embedding"}
-                if config.text.tie_word_embeddings else None)
-        load_strict(model, read_state_dict(directory), tied)
-        model.to(dtype)
+        model = FAMILY.load_module(directory, dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
         processor_file = directory / "preprocessor_config.json"
         processor_config = (JinaVLMProcessorConfig.from_dict(json.loads(processor_file.read_text()))

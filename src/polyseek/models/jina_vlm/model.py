@@ -111,3 +111,8 @@ class JinaVLMForConditionalGeneration(nn.Module):
         steps = list(self.stream(inputs, params, use_cache))
         return GenerationOutput(torch.stack([t for t, _ in steps], dim=1),
                                 torch.stack([lg for _, lg in steps], dim=1))
+
+
+def build_jina_vlm(config: dict) -> JinaVLMForConditionalGeneration:
+    """The module tree for a released config.json; works on the meta device."""
+    return JinaVLMForConditionalGeneration(JinaVLMConfig.from_dict(config))

@@ -1,0 +1,147 @@
+"""The serving half every text encoder shares.
+
+Task prompts, truncation and the over-context error, late-chunking windows, pooling and
+Matryoshka truncation live here once; a family (hf_encoder, jina_v2, jina_v3) subclasses
+`TextEncoder` and supplies its forward pass, `hidden_states(jobs)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from polyseek.errors import InputTooLarge, InvalidInput
+from polyseek.inputs.items import ImageItem, Item, TextItem
+from polyseek.inputs.text import late_chunking_windows
+from polyseek.models.base import Capabilities, EncodeJob, run_jobs, truncate_and_normalize
+
+# Smallest `dimensions` accepted by an encoder not trained for Matryoshka truncation.
+MIN_TRUNCATED_DIM = 32
+
+
+def text_of(item: Item | str, index: int, model_name: str) -> str:
+    """The text of an item, or a clear error naming the model and the item's index."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, TextItem):
+        return item.text
+    if isinstance(item, ImageItem):
+        raise InvalidInput(
+            f"model {model_name!r} is text-only and cannot embed the image at input[{index}]",
+            ("input", index),
+        )
+    raise TypeError(f"input[{index}]: expected text, got {type(item).__name__}")
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after one sequence ([CLS] / [SEP])."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
+    return full[:start], full[start + len(bare) :]
+
+
+def pool(tokens: torch.Tensor, mode: str, spans: list[tuple[int, int]] | None) -> np.ndarray:
+    """One sequence's token states [L, D] -> [D] ("mean" or "cls"), or [spans, D] per span."""
+    tokens = tokens.float()
+    if spans is not None:
+        return torch.stack([tokens[s:e].mean(0) for s, e in spans]).numpy()
+    return (tokens[0] if mode == "cls" else tokens.mean(0)).numpy()
+
+
+class TextEncoder:
+    """An `Embedder` over a text encoder. Subclasses set `name`, `tokenizer`, `capabilities`,
+    `prompts` (task -> text put before each input) and `pooling`, and implement
+    `hidden_states`."""
+
+    name: str
+    tokenizer: object
+    capabilities: Capabilities
+    prompts: dict[str, str] = {}
+    pooling: str = "mean"
+
+    def hidden_states(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
+        """Last hidden states per job, [L_i, D], from one forward pass."""
+        raise NotImplementedError
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate: bool = True,
+        late_chunking: bool = False,
+        multivector: bool = False,
+    ) -> list[EncodeJob]:
+        """Validate and tokenise items into forward-pass jobs, the task's prompt first.
+
+        Without `truncate`, an input over the context raises InputTooLarge. With
+        `late_chunking`, inputs are joined into as few context windows as they fit (one when
+        `truncate` is off), the prompt once at the head of each, and each input is pooled over
+        its own token span.
+        """
+        self.capabilities.check_task(task)
+        self.capabilities.check_multivector(multivector)
+        texts = [text_of(item, i, self.name) for i, item in enumerate(items)]
+        prompt = self.prompts.get(task, "") if task else ""
+        limit = self.capabilities.max_tokens
+        if late_chunking:
+            prefix, suffix = self._affixes
+            head = prefix + self._pieces([prompt])[0] if prompt else prefix
+            windows = late_chunking_windows(self._pieces(texts), head, suffix, limit, truncate)
+            return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
+        ids = self.tokenizer([prompt + text for text in texts], truncation=truncate,
+                             max_length=limit if truncate else None)["input_ids"]
+        for i, seq in enumerate(ids):
+            if len(seq) > limit:
+                raise InputTooLarge(
+                    f"input[{i}] has {len(seq)} tokens, over the {limit}-token context of "
+                    f"{self.name!r}; shorten it or set truncate=true"
+                )
+        return [EncodeJob(seq, task) for seq in ids]
+
+    @cached_property
+    def _affixes(self) -> tuple[list[int], list[int]]:
+        return special_affixes(self.tokenizer)
+
+    def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids without special tokens, for concatenation."""
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    # -- forward ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
+        """One forward pass over `jobs`; per job the pooled vector [D] (not normalised), or
+        one per span [spans, D] for late chunking."""
+        if not jobs:
+            return []
+        states = self.hidden_states(jobs)
+        return [pool(tokens, self.pooling, job.spans)
+                for job, tokens in zip(jobs, states, strict=True)]
+
+    # -- Python API ------------------------------------------------------------------------
+
+    def encode(
+        self,
+        items: Sequence[Item | str],
+        task: str | None = None,
+        truncate_dim: int | None = None,
+        multivector: bool = False,
+        normalize: bool = True,
+        late_chunking: bool = False,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Embed texts: [N, dim] float32, cut to the first `truncate_dim` components (any size
+        HTTP's `dimensions` takes), L2-normalised unless `normalize=False`. Inputs longer
+        than the context are truncated."""
+        self.capabilities.check_dimensions(truncate_dim)
+        jobs = self.prepare(items, task, True, late_chunking, multivector)
+        vectors = run_jobs(self, jobs, batch_size)
+        dim = truncate_dim or self.capabilities.dim
+        stacked = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        return truncate_and_normalize(stacked, truncate_dim, normalize)
