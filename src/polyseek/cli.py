@@ -81,8 +81,15 @@ def serve(
 def list_models(
     models: ModelOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    families: Annotated[bool, typer.Option(
+        "--families", help="print the supported model families (Markdown) and exit")] = False,
 ) -> None:
     """Load the models and print their declared capabilities."""
+    if families:
+        from polyseek.models.families import families_markdown
+
+        typer.echo(families_markdown())
+        return
     specs = _specs(models)
     from rich.console import Console
     from rich.table import Table

@@ -117,7 +117,8 @@ class Family:
     name: str
     kind: str  # "embedding", "rerank" or "chat"
     modalities: tuple[str, ...]
-    features: str  # what it can do, for the README and `polyseek models --families`
+    architecture: str  # what it is and which checkpoints it serves (README, CLI)
+    features: str  # what it can do (README, CLI)
     recognizes: Callable[[dict], bool]
     module: str
     served_by: str
@@ -163,40 +164,60 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("jina-embeddings-v4", "embedding", ("text", "image"),
-           "text + image, 3 task adapters, Matryoshka, multi-vector",
+           "Qwen2.5-VL backbone, task LoRA chosen per call, mean pooling, 128-d multi-vector "
+           "projector; the released checkpoint directory (with `adapters/`)",
+           "tasks retrieval.query/passage, code.query/passage, text-matching; Matryoshka "
+           "128-2048; multi-vector (MaxSim); parity with the reference on the fixtures",
            is_jina_v4, "jina_v4", "JinaEmbeddingsV4", "build_jina_v4",
            checkpoint_key=qwen_vl_module_key,
            tied=_lm_head_tie("model.language_model.embed_tokens.weight",
                              lambda config: config.backbone.tie_word_embeddings)),
     Family("jina-reranker-m0", "rerank", ("text", "image"),
-           "rerank text and document images (cross-encoder)",
+           "Qwen2-VL backbone, score head on the last token; the released checkpoint directory",
+           "reranks text and document images (cross-encoder, batched across requests); parity "
+           "with the reference on the fixtures",
            is_jina_reranker_m0, "jina_reranker_m0", "JinaRerankerM0", "build_reranker_m0",
            checkpoint_key=qwen_vl_module_key,
            tied=_lm_head_tie("model.language_model.embed_tokens.weight",
                              lambda config: config.tie_word_embeddings)),
     Family("jina-clip-v2", "embedding", ("text", "image"),
-           "text + image in one space, Matryoshka",
+           "v3 text tower + EVA02 vision tower at 512 px; the released checkpoint directory",
+           "text and images in one space; task retrieval.query; Matryoshka 64-1024; "
+           "bi-encoder rerank; parity on the fixtures",
            is_jina_clip, "jina_clip", "JinaClipV2", "build_jina_clip_v2"),
     Family("jina-embeddings-v3", "embedding", ("text",),
-           "5 task adapters, Matryoshka, late chunking, 8k context",
+           "rotary XLM-R with five task LoRA adapters chosen per row; 8k context",
+           "tasks retrieval.query/passage, separation, classification, text-matching; "
+           "Matryoshka 32-1024; late chunking; bi-encoder rerank; parity on the fixtures",
            is_jina_v3, "jina_v3", "JinaEmbeddingsV3", "build_jina_v3"),
     Family("jina-embeddings-v2", "embedding", ("text",),
-           "ALiBi 8k context, late chunking",
+           "JinaBERT: ALiBi, GEGLU, post-norm, mean pooling; 8k context",
+           "dimensions 32-768; late chunking; bi-encoder rerank; parity on the fixtures",
            is_jina_v2, "jina_v2", "JinaEmbeddingsV2", "build_jina_v2",
            checkpoint_key=jina_bert_key, optional_modules=("pooler",)),
     Family("jina-vlm", "chat", ("text", "image"),
-           "chat about images: tiling, attention-pooling connector, KV cache",
+           "overlap-and-resize tiling, SigLIP2-style ViT, 2x2 attention-pooling connector, "
+           "Qwen3-style decoder",
+           "chat about images and documents with a KV cache; parity with the reference on the "
+           "fixtures",
            is_jina_vlm, "jina_vlm", "JinaVLMGenerator", "build_jina_vlm",
            tied=_lm_head_tie("model.language_model.embedding.embedding",
                              lambda config: config.text.tie_word_embeddings)),
     Family("cross-encoder", "rerank", ("text",),
-           "rerank text (`*ForSequenceClassification`, sigmoid score)",
+           "transformers `*ForSequenceClassification` encoders: bge-reranker, "
+           "jina-reranker-v2",
+           "reranks text (sigmoid of the logit), batched across requests",
            is_cross_encoder, "cross_encoder", "CrossEncoder", "build_cross_encoder"),
     Family("hf-encoder", "embedding", ("text",),
-           "sentence-transformers encoders: prompts as tasks, late chunking, bi-encoder rerank",
+           "transformers encoders (BERT, XLM-R, RoBERTa, DistilBERT, MPNet, ELECTRA, "
+           "DeBERTa-v2), mean or CLS pooling: all-MiniLM-L6-v2 (bundled default), e5, bge, gte",
+           "prompt names from `config_sentence_transformers.json` as tasks; dimensions 32 to "
+           "native; late chunking; bi-encoder rerank",
            is_encoder, "hf_encoder", "HFEncoder", "build_encoder"),
     Family("causal-lm", "chat", ("text",),
-           "chat (transformers causal LMs, GGUF de-quantised once)",
+           "transformers decoder-only LMs (Llama, Qwen2/3, Mistral, Gemma, Phi-3), a directory "
+           "or one GGUF file: SmolLM2-135M-Instruct (bundled default)",
+           "chat with streaming; a GGUF file is de-quantised once and cached",
            is_causal_lm, "chat_lm", "CausalLMGenerator", "build_causal_lm"),
 )
 
@@ -230,8 +251,9 @@ def family_named(name: str) -> Family:
 
 
 def families_markdown() -> str:
-    """The README's family table."""
-    rows = ["| family | serves | inputs | what it can do |", "|---|---|---|---|"]
-    rows += [f"| {f.name} | {f.kind} | {', '.join(f.modalities)} | {f.features} |"
-             for f in FAMILIES]
+    """The README's model table, one row per family."""
+    rows = ["| family | architecture and checkpoints | input | serves | what it can do |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {f.name} | {f.architecture} | {' + '.join(f.modalities)} | {f.kind} | "
+             f"{f.features} |" for f in FAMILIES]
     return "\n".join(rows)
