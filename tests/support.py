@@ -95,3 +95,10 @@ def serve_in_thread(app, wait_healthy: bool = True) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def maxdiff(a, b) -> float:
+    """The largest absolute difference between two tensors or arrays."""
+    import torch
+
+    return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())

@@ -28,9 +28,10 @@ from polyseek.models.jina_clip import (
     vision_rope_tables,
 )
 
-from support import FIXTURES, serve_in_thread
+from support import FIXTURES, maxdiff, serve_in_thread
 
 CLIP = FIXTURES / "jina-clip-v2"
+FIXTURE_DIR = CLIP  # read by the conftest fixtures
 pytestmark = pytest.mark.skipif(not CLIP.is_dir(), reason=f"jina-clip-v2 fixtures missing "
                                                           f"at {CLIP}")
 IMAGES = ("image0_landscape_160x120.png", "image1_portrait_90x130.png")
@@ -43,18 +44,7 @@ def tiny_config() -> dict:
     return json.loads((CLIP / "tiny_config.json").read_text())
 
 
-def maxdiff(a, b) -> float:
-    return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())
 
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(CLIP / "golden.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_json() -> dict:
-    return json.loads((CLIP / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,10 @@ from polyseek.models.jina_v2 import (
     mean_pool,
 )
 
-from support import FIXTURES, serve_in_thread
+from support import FIXTURES, maxdiff, serve_in_thread
 
 V2 = FIXTURES / "jina-embeddings-v2"
+FIXTURE_DIR = V2  # read by the conftest fixtures
 pytestmark = pytest.mark.skipif(not V2.is_dir(), reason=f"jina-embeddings-v2 fixtures missing "
                                                         f"at {V2}")
 ATOL = 1e-4  # README: a float64 re-run differs by < 1.4e-6; recommended atol 1e-4
@@ -38,23 +39,8 @@ def tiny_config() -> dict:
     return json.loads((V2 / "tiny_config.json").read_text())
 
 
-def maxdiff(a, b) -> float:
-    return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())
 
 
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    return json.loads((V2 / "manifest_real.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(V2 / "golden.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_json() -> dict:
-    return json.loads((V2 / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")

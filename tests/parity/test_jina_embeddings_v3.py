@@ -23,9 +23,10 @@ from polyseek.models.jina_v3 import (
     mean_pool,
 )
 
-from support import FIXTURES, serve_in_thread
+from support import FIXTURES, maxdiff, serve_in_thread
 
 V3 = FIXTURES / "jina-embeddings-v3"
+FIXTURE_DIR = V3  # read by the conftest fixtures
 pytestmark = pytest.mark.skipif(not V3.is_dir(), reason=f"jina-embeddings-v3 fixtures missing "
                                                         f"at {V3}")
 TASKS = ("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching")
@@ -38,18 +39,7 @@ def tiny_config() -> dict:
     return json.loads((V3 / "tiny_config.json").read_text())
 
 
-def maxdiff(a, b) -> float:
-    return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())
 
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(V3 / "golden.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_json() -> dict:
-    return json.loads((V3 / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")

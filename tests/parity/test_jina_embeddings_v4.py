@@ -28,9 +28,10 @@ from polyseek.models.jina_v4 import (
     image_processor_from,
 )
 
-from support import FIXTURES
+from support import FIXTURES, maxdiff
 
 V4 = FIXTURES / "jina-embeddings-v4"
+FIXTURE_DIR = V4  # read by the conftest fixtures
 pytestmark = pytest.mark.skipif(not V4.is_dir(), reason=f"jina-embeddings-v4 fixtures missing "
                                                         f"at {V4}")
 TASKS = ("retrieval", "text-matching", "code")
@@ -50,23 +51,8 @@ def split_weights() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     return base, adapters
 
 
-def maxdiff(a, b) -> float:
-    return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())
 
 
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    return json.loads((V4 / "manifest_real.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(V4 / "golden.safetensors")
-
-
-@pytest.fixture(scope="module")
-def golden_json() -> dict:
-    return json.loads((V4 / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")

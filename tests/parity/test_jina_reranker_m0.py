@@ -37,6 +37,7 @@ from polyseek.models.jina_reranker_m0 import (
 from support import FIXTURES
 
 M0 = FIXTURES / "jina-reranker-m0"
+FIXTURE_DIR = M0  # read by the conftest fixtures
 M0_FAMILY = family_named("jina-reranker-m0")
 pytestmark = pytest.mark.skipif(not M0.is_dir(),
                                 reason=f"jina-reranker-m0 fixtures missing at {M0}")
@@ -45,19 +46,7 @@ ATOL_HIDDEN = 5e-5
 SCORE_TOKEN = 100
 
 
-@pytest.fixture(scope="module")
-def golden() -> dict[str, torch.Tensor]:
-    return load_file(M0 / "golden.safetensors")
 
-
-@pytest.fixture(scope="module")
-def golden_json() -> dict:
-    return json.loads((M0 / "golden.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def manifest() -> dict:
-    return json.loads((M0 / "manifest_real.json").read_text())
 
 
 def words(ids: list[int]) -> str:
