@@ -225,8 +225,8 @@ def test_encode_matches_golden(embedder, golden, golden_json, case):
 def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="unknown task"):
         embedder.encode(["x"], task="retrieval.passage")
-    with pytest.raises(InvalidInput, match="truncate_dim"):
-        embedder.encode(["x"], truncate_dim=12)
+    with pytest.raises(InvalidInput, match="dimensions must be between 8 and 64"):
+        embedder.encode(["x"], truncate_dim=4)
     with pytest.raises(InvalidInput, match="late chunking"):
         embedder.prepare(["x"], late_chunking=True)
 
@@ -256,6 +256,30 @@ def test_served_over_v1_embeddings(checkpoint, embedder, golden):
         assert len(short.json()["data"][0]["embedding"]) == 16
         assert embed(input="x", dimensions=4).status_code == 422
         assert embed(input="x", task="separation").status_code == 422
+
+
+def test_truncate_dim_takes_what_http_dimensions_takes(checkpoint, embedder):
+    """Any `dimensions` from min_dim to dim, Matryoshka point or not, in Python and HTTP."""
+    import httpx
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    picture = Image.open(CLIP / IMAGES[0])
+    full = embedder.encode(["A photo of a cat", picture])
+    vectors = embedder.encode(["A photo of a cat", picture], truncate_dim=40)
+    assert vectors.shape == (2, 40)
+    prefix = full[:, :40]
+    np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
+                               atol=1e-6)
+    settings = ServerSettings(models=[ModelSpec("clip-tiny", str(checkpoint))])
+    with serve_in_thread(create_app(settings)) as url:
+        response = httpx.post(f"{url}/v1/embeddings", timeout=60, json={
+            "model": "clip-tiny", "dimensions": 40,
+            "input": ["A photo of a cat", {"image": image_item(IMAGES[0]).source}]})
+    assert response.status_code == 200, response.text
+    got = np.array([d["embedding"] for d in response.json()["data"]])
+    np.testing.assert_allclose(got, vectors, atol=1e-5)
 
 
 def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):

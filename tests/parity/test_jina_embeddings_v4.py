@@ -343,8 +343,8 @@ def test_prepare_builds_the_reference_token_ids(embedder, golden, golden_json):
 def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="unknown task"):
         embedder.encode(["x"], task="retrieval")
-    with pytest.raises(InvalidInput, match="truncate_dim"):
-        embedder.encode(["x"], task="retrieval.query", truncate_dim=33)
+    with pytest.raises(InvalidInput, match="dimensions must be between 8 and 128"):
+        embedder.encode(["x"], task="retrieval.query", truncate_dim=4)
     with pytest.raises(InvalidInput, match="late chunking"):
         embedder.prepare(["x"], late_chunking=True)
     assert embedder.encode(["w111"]).shape == (1, 128)  # no task: the default (text-matching)
@@ -382,6 +382,32 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
         np.testing.assert_allclose(np.linalg.norm(rows[0], axis=1), 1.0, atol=1e-5)
         assert embed(input="x", task="separation").status_code == 422
         assert embed(input="x", task="retrieval.query", dimensions=4).status_code == 422
+
+
+def test_truncate_dim_takes_what_http_dimensions_takes(checkpoint, embedder):
+    """Any `dimensions` from min_dim to dim, Matryoshka point or not, in Python and HTTP."""
+    import httpx
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    from support import serve_in_thread
+
+    inputs = [PLACEHOLDER_TEXT_A, Image.open(V4 / "image.png")]
+    full = embedder.encode(inputs, task="retrieval.query")
+    vectors = embedder.encode(inputs, task="retrieval.query", truncate_dim=100)
+    assert vectors.shape == (2, 100)
+    prefix = full[:, :100]
+    np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
+                               atol=1e-6)
+    settings = ServerSettings(models=[ModelSpec("v4-tiny", str(checkpoint))])
+    with serve_in_thread(create_app(settings)) as url:
+        response = httpx.post(f"{url}/v1/embeddings", timeout=120, json={
+            "model": "v4-tiny", "task": "retrieval.query", "dimensions": 100,
+            "input": [PLACEHOLDER_TEXT_A, {"image": image_item().source}]})
+    assert response.status_code == 200, response.text
+    got = np.array([d["embedding"] for d in response.json()["data"]])
+    np.testing.assert_allclose(got, vectors, atol=1e-5)
 
 
 def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):

@@ -462,11 +462,8 @@ class JinaClipV2:
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, batch_size: int = 16) -> np.ndarray:
         """Embed texts and images (mixed freely): [N, dim] float32, truncated to
-        `truncate_dim` (one of `matryoshka_dims`), then L2-normalised."""
-        dims = self.capabilities.matryoshka_dims
-        if truncate_dim is not None and truncate_dim not in dims:
-            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
-                               ("dimensions",))
+        `truncate_dim` (`min_dim`..`dim`, as HTTP's `dimensions`), then L2-normalised."""
+        self.capabilities.check_dimensions(truncate_dim)
         jobs = self.prepare(items, task, True, False, multivector)
         outputs = run_jobs(self, jobs, batch_size)
         if not outputs:

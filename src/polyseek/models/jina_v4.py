@@ -46,7 +46,7 @@ from polyseek.models.base import (
     Capabilities,
     EncodeJob,
     pad_batch,
-    plan_batches,
+    run_jobs,
     truncate_and_normalize,
 )
 from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
@@ -582,19 +582,13 @@ class JinaEmbeddingsV4:
                normalize: bool = True, batch_size: int = 8) -> np.ndarray | list[np.ndarray]:
         """Embed texts and images (mixed freely).
 
-        Single vectors: [N, dim] float32, Matryoshka-truncated to `truncate_dim` (one of
-        `matryoshka_dims`) and re-normalised. Multi-vector: one [T_i, multivector_dim] array
+        Single vectors: [N, dim] float32, truncated to `truncate_dim` (`min_dim`..`dim`, as
+        HTTP's `dimensions`) and re-normalised. Multi-vector: one [T_i, multivector_dim] array
         per input (every valid token, prompt tokens included); `truncate_dim` does not apply.
         """
-        dims = self.capabilities.matryoshka_dims
-        if truncate_dim is not None and truncate_dim not in dims:
-            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
-                               ("dimensions",))
+        self.capabilities.check_dimensions(truncate_dim)
         jobs = self.prepare(items, task, True, False, multivector)
-        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                outputs[i] = out
+        outputs = run_jobs(self, jobs, batch_size)
         if multivector:
             return [truncate_and_normalize(v, None, normalize) for v in outputs]
         if not outputs:
