@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerFast
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models import is_jina_reranker_m0
+from polyseek.models.base import PairScorer, relevance
 from polyseek.models.checkpoint import qwen_vl_module_key
 from polyseek.models.jina_reranker_m0 import (
     JinaRerankerM0,
@@ -216,15 +217,15 @@ def test_prompt_strings_match_reference(reranker, golden_json, image):
 
 def test_prompts_and_pixels_match_reference(reranker, golden, golden_json, image):
     ids = golden_json["token_ids"]
-    text_pairs = [reranker.build_pairs(q, [d])[0] for q, d in pairs_of(golden_json)]
-    assert [p.input_ids for p in text_pairs] == [
+    text_pairs = [reranker.prepare_pairs(q, [d])[0] for q, d in pairs_of(golden_json)]
+    assert [p.ids for p in text_pairs] == [
         ids["pair0_prompt"] + [SCORE_TOKEN], ids["pair1_prompt"] + [SCORE_TOKEN]]
     batch = collate(text_pairs, reranker.pad_id)
     assert torch.equal(batch.input_ids, golden["text.input_ids"])
     assert torch.equal(batch.attention_mask, golden["text.attention_mask"])
 
-    (pair,) = reranker.build_pairs(words(ids["image_pair_query"]), [image])
-    assert pair.input_ids == ids["image_pair_prompt"] + [SCORE_TOKEN]
+    (pair,) = reranker.prepare_pairs(words(ids["image_pair_query"]), [image])
+    assert pair.ids == ids["image_pair_prompt"] + [SCORE_TOKEN]
     assert torch.equal(pair.pixel_values, golden["image.pixel_values"])
     assert torch.equal(pair.image_grid_thw, golden["image.image_grid_thw"])
 
@@ -252,13 +253,13 @@ def test_mixed_batch_equals_single_pairs(reranker, image):
 
 def test_image_queries(reranker, image):
     """Not in the goldens: an image query sits in the query slot; batching is exact."""
-    (pair,) = reranker.build_pairs(image, ["w21 w22"])
+    (pair,) = reranker.prepare_pairs(image, ["w21 w22"])
     n_image = int(pair.image_grid_thw.prod()) // 4
-    assert pair.input_ids == [501, 502, 501, 503, 21, 22, 198, 501, 504, 501, 503,
+    assert pair.ids == [501, 502, 501, 503, 21, 22, 198, 501, 504, 501, 503,
                               652, *[655] * n_image, 653, SCORE_TOKEN]
-    (both,) = reranker.build_pairs(image, [image])  # document image first, then the query's
+    (both,) = reranker.prepare_pairs(image, [image])  # document image first, then the query's
     assert both.image_grid_thw.tolist() == [[1, 8, 12], [1, 8, 12]]
-    assert both.input_ids.count(655) == 2 * n_image
+    assert both.ids.count(655) == 2 * n_image
     documents = ["w21 w22", image, TextImage("w21", image)]
     batched = reranker.score(image, documents)
     single = [reranker.score(image, [d])[0] for d in documents]
@@ -272,9 +273,9 @@ def test_image_queries(reranker, image):
 def test_long_documents_are_cut_never_the_query(checkpoint, reranker):
     short = JinaRerankerM0.from_pretrained(checkpoint, max_length=24)
     query, document = "w11 w12 w13 w14", words(list(range(21, 61)))  # 4 + 40 words
-    (pair,) = short.build_pairs(query, [document])
+    (pair,) = short.prepare_pairs(query, [document])
     # 4 template tokens + 10 document tokens + 5 template tokens + 4 query tokens + 100
-    assert pair.input_ids == [501, 502, 501, 503, *range(21, 31), 198, 501, 504, 501, 503,
+    assert pair.ids == [501, 502, 501, 503, *range(21, 31), 198, 501, 504, 501, 503,
                               11, 12, 13, 14, SCORE_TOKEN]
     cut = words(list(range(21, 31)))
     assert short.score(query, [document]) == pytest.approx(reranker.score(query, [cut]), abs=ATOL)
@@ -287,8 +288,8 @@ def test_long_documents_are_cut_never_the_query(checkpoint, reranker):
 def test_documents_are_capped_like_the_reference(checkpoint):
     """Documents get at most max(max_length - 512, 512) tokens, whatever room is left."""
     long = JinaRerankerM0.from_pretrained(checkpoint, max_length=1100)
-    (pair,) = long.build_pairs("w11", [words([21] * 700)])
-    assert pair.input_ids.count(21) == 588
+    (pair,) = long.prepare_pairs("w11", [words([21] * 700)])
+    assert pair.ids.count(21) == 588
 
 
 def test_capabilities_and_bad_items(reranker):
@@ -330,7 +331,21 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
         dict(enumerate(want)), abs=ATOL)
     assert [r["relevance_score"] for r in results] == sorted(want, reverse=True)
     assert results[[r["index"] for r in results].index(1)]["document"] == {"image": data_uri}
-    n_tokens = reranker.score_pairs(query, [document, ImageItem(data_uri), "w31 w32"])[1]
+    pairs = reranker.prepare_pairs(query, [document, ImageItem(data_uri), "w31 w32"])
+    n_tokens = sum(job.n_tokens for job in pairs)
     assert response.json()["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert n_tokens > 0
     assert broken.status_code == 422, broken.text
+
+
+def test_pair_jobs_score_like_score(reranker, image):
+    """The `PairScorer` contract the batcher runs: one job per pair, a [1] logit each, mapped
+    by the declared score function to what `score` returns."""
+    assert isinstance(reranker, PairScorer) and reranker.capabilities.score == "sigmoid"
+    documents = ["w21 w22", image, TextImage("w21", image)]
+    jobs = reranker.prepare_pairs("w11 w12", documents)
+    logits = reranker.embed_jobs(jobs)
+    assert [out.shape for out in logits] == [(1,)] * 3
+    scores = relevance(reranker.capabilities, [float(out[0]) for out in logits])
+    assert scores == pytest.approx(reranker.score("w11 w12", documents), abs=ATOL)
+

@@ -1,4 +1,5 @@
-"""The model contract: declared capabilities, the `Embedder` protocol, shared pooling math."""
+"""The model contract: declared capabilities, the `Embedder`, `Reranker` and `PairScorer`
+protocols, shared pooling and score math."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class Capabilities:
     multivector_dim: int | None = None
     pooling: str = "mean"
     reranker: str | None = None  # how /v1/rerank scores with it: "bi-encoder", "cross-encoder"
+    score: str | None = None  # cross-encoders: how a pair's logit becomes relevance ("sigmoid")
     extras: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -130,6 +132,18 @@ class Reranker(Protocol):
 
 
 @runtime_checkable
+class PairScorer(Reranker, Protocol):
+    """A cross-encoder: one job per (query, document) pair, run by the batcher like any
+    embedding job; each job's output is a [1] logit that `capabilities.score` maps to a
+    relevance (see `relevance`)."""
+
+    def prepare_pairs(self, query: Item | str,
+                      documents: Sequence[Item | str]) -> list[EncodeJob]: ...
+
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
 class Generator(Protocol):
     capabilities: Capabilities
 
@@ -180,10 +194,12 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,
     return ids, mask
 
 
-def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> list[np.ndarray]:
+def run_jobs(model: Embedder | PairScorer, jobs: Sequence[EncodeJob], batch_size: int,
+             max_batch_tokens: int = 1 << 30) -> list[np.ndarray]:
     """Run `jobs` through `model.embed_jobs` in length-sorted batches; one output per input."""
     outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-    for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
+    lengths = [job.n_tokens for job in jobs]
+    for batch in plan_batches(lengths, max_batch_tokens, batch_size):
         for i, out in zip(batch, model.embed_jobs([jobs[i] for i in batch]), strict=True):
             outputs[i] = out
     return per_input(jobs, outputs)
@@ -211,3 +227,23 @@ def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool
         norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+SCORE_FUNCTIONS = {"sigmoid": sigmoid}
+
+
+def relevance(capabilities: Capabilities, logits: Sequence[float]) -> list[float]:
+    """Pair logits -> relevance scores, by the model's declared score function."""
+    return SCORE_FUNCTIONS[capabilities.score](np.asarray(logits, dtype=np.float64)).tolist()
+
+
+def score_pairs(model: PairScorer, query: Item | str, documents: Sequence[Item | str],
+                batch_size: int, max_batch_tokens: int = 1 << 30) -> list[float]:
+    """The common `score` of cross-encoders: relevance per document, in order."""
+    jobs = model.prepare_pairs(query, documents)
+    logits = [out[0] for out in run_jobs(model, jobs, batch_size, max_batch_tokens)]
+    return relevance(model.capabilities, logits)

@@ -1,7 +1,7 @@
 """Cross-encoder rerankers: `*ForSequenceClassification` encoders (bge / jina v2 rerankers).
 
-Each (query, document) pair is one sequence; the single logit, through a sigmoid, is the
-relevance score. Documents are truncated to fit the context, the query never is.
+A `PairScorer`: each (query, document) pair is one sequence; the single logit, through a
+sigmoid, is the relevance score. Documents are truncated to fit the context, the query never is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, EncodeJob, pad_batch, plan_batches
+from polyseek.models.base import Capabilities, EncodeJob, pad_batch, score_pairs
 from polyseek.models.hf_encoder import read_max_tokens, text_of
 
 
@@ -40,6 +40,7 @@ class CrossEncoder:
             modalities=("text",),
             max_tokens=read_max_tokens(self.directory, config, self.tokenizer),
             reranker="cross-encoder",
+            score="sigmoid",
             extras={"architecture": (config.architectures or [""])[0]},
         )
 
@@ -75,9 +76,4 @@ class CrossEncoder:
 
     def score(self, query: Item | str, documents: Sequence[Item | str],
               batch_size: int = 32) -> list[float]:
-        jobs = self.prepare_pairs(query, documents)
-        logits = np.zeros(len(jobs), dtype=np.float32)
-        for batch in plan_batches([j.n_tokens for j in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                logits[i] = out[0]
-        return (1 / (1 + np.exp(-logits))).tolist()
+        return score_pairs(self, query, documents, batch_size)

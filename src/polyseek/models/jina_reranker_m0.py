@@ -9,7 +9,8 @@ The reference (`JinaVLForRanking`, remote code on top of transformers' Qwen2-VL)
   the last column is always that token;
 * the backbone's `lm_head` is an identity; an MLP `Linear(H, H) -> ReLU -> Linear(H, 1)` on the
   final-norm hidden state of the last column gives one logit per row;
-* `score = sigmoid(logit - 2.65)`.
+* `score = sigmoid(logit - 2.65)`: the pair jobs' outputs are `logit - 2.65`, so the declared
+  score function is a plain sigmoid, as for every `PairScorer`.
 
 Here the backbone is transformers' stock `Qwen2VLModel`; position ids are the reference's
 M-RoPE ids (pads at 1), computed per call, so no `rope_deltas` state is carried between calls.
@@ -41,7 +42,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
 from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models.base import Capabilities, pad_batch, plan_batches
+from polyseek.models.base import Capabilities, EncodeJob, pad_batch, score_pairs, sigmoid
 from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 ARCHITECTURE = "JinaVLForRanking"
@@ -145,7 +146,8 @@ def load_checkpoint(module: JinaRerankerM0Model, state: dict[str, torch.Tensor])
 
 
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits - LOGIT_BIAS)
+    """Raw logits [B] -> relevance scores [B]."""
+    return torch.from_numpy(sigmoid((logits - LOGIT_BIAS).numpy()))
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -169,16 +171,11 @@ class Side:
 
 
 @dataclass
-class PairInputs:
+class PairJob(EncodeJob):
     """One prompt ready for the model: ids end with the score token."""
 
-    input_ids: list[int]
     pixel_values: torch.Tensor | None = None  # [patches, C*T*P*P], document's image first
     image_grid_thw: torch.Tensor | None = None  # [images, 3]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.input_ids)
 
 
 @dataclass
@@ -224,9 +221,9 @@ def label(loc: tuple[str | int, ...]) -> str:
     return loc[0] + "".join(f"[{i}]" for i in loc[1:])
 
 
-def collate(pairs: Sequence[PairInputs], pad_id: int) -> Batch:
+def collate(pairs: Sequence[PairJob], pad_id: int) -> Batch:
     """Left-pad the prompts so the score token sits in the last column of every row."""
-    input_ids, attention_mask = pad_batch([p.input_ids for p in pairs], pad_id, left=True)
+    input_ids, attention_mask = pad_batch([p.ids for p in pairs], pad_id, left=True)
     images = [p for p in pairs if p.pixel_values is not None]
     if not images:
         return Batch(input_ids, attention_mask)
@@ -239,7 +236,7 @@ def collate(pairs: Sequence[PairInputs], pad_id: int) -> Batch:
 
 
 class JinaRerankerM0:
-    """`Reranker` over jina-reranker-m0: text or image queries; text, image or text+image
+    """`PairScorer` over jina-reranker-m0: text or image queries; text, image or text+image
     documents (`TextImage`, or a (text, image) tuple). Documents are cut to fit `max_length`;
     the template and the query never are."""
 
@@ -266,6 +263,7 @@ class JinaRerankerM0:
             modalities=("text", "image"),
             max_tokens=max_length,
             reranker="cross-encoder",
+            score="sigmoid",
         )
 
     @classmethod
@@ -348,8 +346,11 @@ class JinaRerankerM0:
                 return ids
             limit = max(len(doc_ids) - over, 0)  # the cut re-tokenised longer: cut further
 
-    def build_pairs(self, query, documents: Sequence) -> list[PairInputs]:
-        """One prompt per (query, document) pair, ready for `collate`."""
+    # -- the PairScorer protocol --
+
+    def prepare_pairs(self, query, documents: Sequence) -> list[PairJob]:
+        """One job per (query, document) pair: its prompt ids (text and image tokens, which
+        `n_tokens` counts) and pixels, ready for `collate`."""
         q = self.side(query, ("query",))
         pairs = []
         for i, item in enumerate(documents):
@@ -357,25 +358,18 @@ class JinaRerankerM0:
             images = [s for s in (d, q) if s.pixel_values is not None]  # prompt order
             ids = self.fitted_prompt_ids(q, d)
             if not images:
-                pairs.append(PairInputs(ids))
+                pairs.append(PairJob(ids))
                 continue
-            pairs.append(PairInputs(ids, torch.cat([s.pixel_values for s in images]),
-                                    torch.cat([s.image_grid_thw for s in images])))
+            pairs.append(PairJob(ids, pixel_values=torch.cat([s.pixel_values for s in images]),
+                                 image_grid_thw=torch.cat([s.image_grid_thw for s in images])))
         return pairs
 
-    # -- the Reranker protocol --
+    def embed_jobs(self, jobs: Sequence[PairJob]) -> list[np.ndarray]:
+        """Per pair job its [1] relevance logit, `logit - 2.65` (the score is its sigmoid)."""
+        b = collate(jobs, self.pad_id)
+        logits = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
+        return [row.numpy() for row in (logits - LOGIT_BIAS)[:, None]]
 
     def score(self, query, documents: Sequence) -> list[float]:
         """Relevance in (0, 1) per document, in order: sigmoid(logit - 2.65)."""
-        return self.score_pairs(query, documents)[0]
-
-    def score_pairs(self, query, documents: Sequence) -> tuple[list[float], int]:
-        """The scores, and the tokens (text and image) the pairs took."""
-        pairs = self.build_pairs(query, documents)
-        logits = np.zeros(len(pairs), dtype=np.float32)
-        lengths = [p.n_tokens for p in pairs]
-        for batch in plan_batches(lengths, self.max_batch_tokens, self.batch_size):
-            b = collate([pairs[i] for i in batch], self.pad_id)
-            out = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
-            logits[batch] = out.numpy()
-        return scores_from_logits(torch.from_numpy(logits)).tolist(), sum(lengths)
+        return score_pairs(self, query, documents, self.batch_size, self.max_batch_tokens)
