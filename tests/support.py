@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -95,3 +96,19 @@ def serve_in_thread(app, wait_healthy: bool = True) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a `data:` URI, the way clients send images inline."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@contextmanager
+def serve_checkpoint(name: str, checkpoint: Path, **settings) -> Iterator[str]:
+    """One model checkpoint served on a thread (`settings`: more ServerSettings fields)."""
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    app = create_app(ServerSettings(models=[ModelSpec(name, str(checkpoint))], **settings))
+    with serve_in_thread(app) as url:
+        yield url

@@ -7,7 +7,6 @@ tokenizer with exactly those ids (words `w<id>` -> id) drives the string-level A
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.items import ImageItem, TextItem
+from polyseek.inputs.images import ImageLimits, load_image
 from polyseek.models import is_jina_reranker_m0
 from polyseek.models.base import PairScorer, relevance
 from polyseek.models.checkpoint import qwen_vl_module_key
@@ -36,7 +35,7 @@ from polyseek.models.jina_reranker_m0 import (
     to_checkpoint_key,
 )
 
-from support import FIXTURES
+from support import FIXTURES, data_uri, serve_checkpoint
 
 M0 = FIXTURES / "jina-reranker-m0"
 pytestmark = pytest.mark.skipif(not M0.is_dir(),
@@ -232,18 +231,17 @@ def test_prompts_and_pixels_match_reference(reranker, golden, golden_json, image
 
 def test_scores_match_reference(reranker, golden, golden_json, image):
     for row, (query, document) in enumerate(pairs_of(golden_json)):
-        (score,) = reranker.score(TextItem(query), [TextItem(document)])
+        (score,) = reranker.score(query, [document])
         assert score == pytest.approx(float(golden["text.scores"][row]), abs=ATOL)
     query = words(golden_json["token_ids"]["image_pair_query"])
-    data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
-    scores = reranker.score(query, [image, ImageItem(data_uri)])
+    scores = reranker.score(query, [image, load_image(data_uri(M0 / "image.png"))])
     assert scores == pytest.approx([float(golden["image.scores"][0])] * 2, abs=ATOL)
 
 
 def test_mixed_batch_equals_single_pairs(reranker, image):
     query = "w11 w12 w13"
     documents = ["w21 w22 w23 w24 w25", image, "w31", TextImage("w41 w42", image),
-                 ("w41 w42", image), (image, TextItem("w41 w42"))]
+                 ("w41 w42", image), (image, "w41 w42")]
     batched = reranker.score(query, documents)
     single = [reranker.score(query, [d])[0] for d in documents]
     assert batched == pytest.approx(single, abs=ATOL)
@@ -307,16 +305,10 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
     """Text and image documents through Jina's /v1/rerank, scored like the model in-process."""
     import httpx
 
-    from polyseek.api.app import ServerSettings, create_app
-    from polyseek.runtime.registry import ModelSpec
-
-    from support import serve_in_thread
-
-    data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
+    picture = data_uri(M0 / "image.png")
     (query, document), *_ = pairs_of(golden_json)
-    documents = [document, {"image": data_uri}, "w31 w32"]
-    settings = ServerSettings(models=[ModelSpec("m0-tiny", str(checkpoint))])
-    with serve_in_thread(create_app(settings)) as url:
+    documents = [document, {"image": picture}, "w31 w32"]
+    with serve_checkpoint("m0-tiny", checkpoint) as url:
         card = httpx.get(f"{url}/v1/models").json()["data"][0]["capabilities"]
         assert card["kind"] == "rerank" and card["modalities"] == ["text", "image"]
         response = httpx.post(f"{url}/v1/rerank", timeout=120, json={
@@ -326,13 +318,13 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
             "documents": [{"image": "data:image/png;base64,bm90IGFuIGltYWdl"}]})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    want = reranker.score(query, [document, ImageItem(data_uri), "w31 w32"])
+    decoded = [document, load_image(picture), "w31 w32"]
+    want = reranker.score(query, decoded)
     assert {r["index"]: r["relevance_score"] for r in results} == pytest.approx(
         dict(enumerate(want)), abs=ATOL)
     assert [r["relevance_score"] for r in results] == sorted(want, reverse=True)
-    assert results[[r["index"] for r in results].index(1)]["document"] == {"image": data_uri}
-    pairs = reranker.prepare_pairs(query, [document, ImageItem(data_uri), "w31 w32"])
-    n_tokens = sum(job.n_tokens for job in pairs)
+    assert results[[r["index"] for r in results].index(1)]["document"] == {"image": picture}
+    n_tokens = sum(job.n_tokens for job in reranker.prepare_pairs(query, decoded))
     assert response.json()["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert n_tokens > 0
     assert broken.status_code == 422, broken.text
@@ -349,3 +341,18 @@ def test_pair_jobs_score_like_score(reranker, image):
     scores = relevance(reranker.capabilities, [float(out[0]) for out in logits])
     assert scores == pytest.approx(reranker.score("w11 w12", documents), abs=ATOL)
 
+
+def test_server_image_limits_reach_the_model(checkpoint, reranker, image):
+    """An image the default limits accept is refused (413, naming it) by a server whose
+    `image_limits` cap the pixels below its size."""
+    import httpx
+
+    picture = data_uri(M0 / "image.png")
+    assert 0 < reranker.score("w11", [load_image(picture)])[0] < 1  # default limits: accepted
+    small = ImageLimits(max_pixels=image.width * image.height - 1)
+    with serve_checkpoint("m0-tiny", checkpoint, image_limits=small) as url:
+        response = httpx.post(f"{url}/v1/rerank", timeout=120, json={
+            "model": "m0-tiny", "query": "w11", "documents": ["w21", {"image": picture}]})
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("documents[1]: ") and "pixel limit" in message

@@ -1,5 +1,8 @@
 """The model contract: declared capabilities, the `Embedder`, `Reranker` and `PairScorer`
-protocols, shared pooling and score math."""
+protocols, shared pooling and score math.
+
+Models take `Input`s: a text, or an image already fetched and decoded (never a URL or bytes).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from PIL import Image
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.items import Item
+
+Input = str | Image.Image
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class Embedder(Protocol):
 
     def encode(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate_dim: int | None = None,
         multivector: bool = False,
@@ -96,7 +101,7 @@ class Embedder(Protocol):
 
     def prepare(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate: bool = True,
         late_chunking: bool = False,
@@ -128,7 +133,7 @@ class TextDelta:
 class Reranker(Protocol):
     capabilities: Capabilities
 
-    def score(self, query: Item | str, documents: Sequence[Item | str]) -> list[float]: ...
+    def score(self, query: Input, documents: Sequence[Input]) -> list[float]: ...
 
 
 @runtime_checkable
@@ -137,8 +142,7 @@ class PairScorer(Reranker, Protocol):
     embedding job; each job's output is a [1] logit that `capabilities.score` maps to a
     relevance (see `relevance`)."""
 
-    def prepare_pairs(self, query: Item | str,
-                      documents: Sequence[Item | str]) -> list[EncodeJob]: ...
+    def prepare_pairs(self, query: Input, documents: Sequence[Input]) -> list[EncodeJob]: ...
 
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
 
@@ -241,8 +245,8 @@ def relevance(capabilities: Capabilities, logits: Sequence[float]) -> list[float
     return SCORE_FUNCTIONS[capabilities.score](np.asarray(logits, dtype=np.float64)).tolist()
 
 
-def score_pairs(model: PairScorer, query: Item | str, documents: Sequence[Item | str],
-                batch_size: int, max_batch_tokens: int = 1 << 30) -> list[float]:
+def score_pairs(model: PairScorer, query: Input, documents: Sequence[Input], batch_size: int,
+                max_batch_tokens: int = 1 << 30) -> list[float]:
     """The common `score` of cross-encoders: relevance per document, in order."""
     jobs = model.prepare_pairs(query, documents)
     logits = [out[0] for out in run_jobs(model, jobs, batch_size, max_batch_tokens)]

@@ -14,8 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, EncodeJob, pad_batch, score_pairs
+from polyseek.models.base import Capabilities, EncodeJob, Input, pad_batch, score_pairs
 from polyseek.models.hf_encoder import read_max_tokens, text_of
 
 
@@ -44,7 +43,7 @@ class CrossEncoder:
             extras={"architecture": (config.architectures or [""])[0]},
         )
 
-    def prepare_pairs(self, query: Item | str, documents: Sequence[Item | str]) -> list[EncodeJob]:
+    def prepare_pairs(self, query: Input, documents: Sequence[Input]) -> list[EncodeJob]:
         """One job per (query, document) pair, the document cut to fit the context."""
         text = text_of(query, 0, self.name)
         docs = [text_of(d, i, self.name) for i, d in enumerate(documents)]
@@ -74,6 +73,6 @@ class CrossEncoder:
         first = ids.index(sep) if sep in ids else len(ids) - 1
         return [0] * (first + 1) + [1] * (len(ids) - first - 1)
 
-    def score(self, query: Item | str, documents: Sequence[Item | str],
+    def score(self, query: Input, documents: Sequence[Input],
               batch_size: int = 32) -> list[float]:
         return score_pairs(self, query, documents, batch_size)

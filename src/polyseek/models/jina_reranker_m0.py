@@ -39,10 +39,8 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VLVisionRotaryEmbedding,
 )
 
-from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
-from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models.base import Capabilities, EncodeJob, pad_batch, score_pairs, sigmoid
+from polyseek.errors import InputTooLarge, InvalidInput, loc_label
+from polyseek.models.base import Capabilities, EncodeJob, Input, pad_batch, score_pairs, sigmoid
 from polyseek.models.checkpoint import load_strict, qwen_vl_module_key, read_state_dict
 
 ARCHITECTURE = "JinaVLForRanking"
@@ -158,7 +156,7 @@ class TextImage:
     """A document (or query) holding an image and a text; the image comes first in the prompt."""
 
     text: str
-    image: Image.Image | ImageItem
+    image: Image.Image
 
 
 @dataclass
@@ -186,39 +184,25 @@ class Batch:
     image_grid_thw: torch.Tensor | None = None  # [images, 3]
 
 
-def split_item(item, loc: tuple[str | int, ...],
-               limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str | None, Image.Image | None]:
-    """(text, image) of an item: str / TextItem -> text; PIL image / ImageItem -> image;
-    TextImage or a (text, image) tuple in either order -> both."""
+Document = Input | TextImage | tuple[str, Image.Image] | tuple[Image.Image, str]
+
+
+def split_item(item: Document, loc: tuple[str | int, ...]) -> tuple[str | None, Image.Image | None]:
+    """(text, image) of an item: str -> text; PIL image -> image; TextImage or a (text, image)
+    tuple in either order -> both."""
     if isinstance(item, str):
         return item, None
-    if isinstance(item, TextItem):
-        return item.text, None
-    if isinstance(item, Image.Image | ImageItem):
-        return None, load_pil(item, loc, limits)
+    if isinstance(item, Image.Image):
+        return None, item
     if isinstance(item, TextImage):
-        return item.text, load_pil(item.image, loc, limits)
+        return item.text, item.image
     if isinstance(item, tuple) and len(item) == 2:
-        text = next((x for x in item if isinstance(x, str | TextItem)), None)
-        image = next((x for x in item if isinstance(x, Image.Image | ImageItem)), None)
+        text = next((x for x in item if isinstance(x, str)), None)
+        image = next((x for x in item if isinstance(x, Image.Image)), None)
         if text is not None and image is not None:
-            return split_item(text, loc)[0], load_pil(image, loc, limits)
-    raise InvalidInput(f"{label(loc)}: expected text, an image or a (text, image) pair, "
+            return text, image
+    raise InvalidInput(f"{loc_label(loc)}: expected text, an image or a (text, image) pair, "
                        f"not {type(item).__name__}", loc)
-
-
-def load_pil(image: Image.Image | ImageItem, loc: tuple[str | int, ...],
-             limits: ImageLimits) -> Image.Image:
-    """An upright RGB image; an `ImageItem` is read with polyseek's guarded loader."""
-    try:
-        return load_image(image.source if isinstance(image, ImageItem) else image, limits)
-    except InvalidInput as error:
-        raise InvalidInput(f"{label(loc)}: {error}", loc) from error
-
-
-def label(loc: tuple[str | int, ...]) -> str:
-    """("documents", 3) -> "documents[3]"."""
-    return loc[0] + "".join(f"[{i}]" for i in loc[1:])
 
 
 def collate(pairs: Sequence[PairJob], pad_id: int) -> Batch:
@@ -243,7 +227,7 @@ class JinaRerankerM0:
     def __init__(self, model: JinaRerankerM0Model, tokenizer,
                  image_processor: Qwen2VLImageProcessorPil, name: str = "jina-reranker-m0",
                  max_length: int = MAX_LENGTH, batch_size: int = 8,
-                 max_batch_tokens: int = 16384, image_limits: ImageLimits = DEFAULT_LIMITS):
+                 max_batch_tokens: int = 16384):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -251,7 +235,6 @@ class JinaRerankerM0:
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.image_limits = image_limits
         config = model.config
         self.image_token_id = config.image_token_id
         self.merge = config.vision_config.spatial_merge_size
@@ -295,9 +278,9 @@ class JinaRerankerM0:
             pixel_values = pixel_values.to(dtype)
         return self.model(input_ids, attention_mask, pixel_values, image_grid_thw).float()
 
-    def side(self, item, loc: tuple[str | int, ...]) -> Side:
+    def side(self, item: Document, loc: tuple[str | int, ...]) -> Side:
         """Normalise a query or document; its image goes through the Qwen2-VL processor."""
-        text, image = split_item(item, loc, self.image_limits)
+        text, image = split_item(item, loc)
         if image is None:
             return Side(text)
         out = self.image_processor(images=[image], return_tensors="pt")
@@ -348,7 +331,7 @@ class JinaRerankerM0:
 
     # -- the PairScorer protocol --
 
-    def prepare_pairs(self, query, documents: Sequence) -> list[PairJob]:
+    def prepare_pairs(self, query: Document, documents: Sequence[Document]) -> list[PairJob]:
         """One job per (query, document) pair: its prompt ids (text and image tokens, which
         `n_tokens` counts) and pixels, ready for `collate`."""
         q = self.side(query, ("query",))
@@ -370,6 +353,6 @@ class JinaRerankerM0:
         logits = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
         return [row.numpy() for row in (logits - LOGIT_BIAS)[:, None]]
 
-    def score(self, query, documents: Sequence) -> list[float]:
+    def score(self, query: Document, documents: Sequence[Document]) -> list[float]:
         """Relevance in (0, 1) per document, in order: sigmoid(logit - 2.65)."""
         return score_pairs(self, query, documents, self.batch_size, self.max_batch_tokens)

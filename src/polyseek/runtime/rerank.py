@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, PairScorer, relevance
+from polyseek.models.base import Capabilities, Input, PairScorer, relevance
 from polyseek.runtime.batcher import Batcher
 from polyseek.runtime.engine import EmbeddingEngine
 
@@ -37,7 +36,7 @@ class RerankEngine:
     def capabilities(self) -> Capabilities:
         return self.model.capabilities
 
-    async def score(self, query: Item, documents: Sequence[Item]) -> RerankOutput:
+    async def score(self, query: Input, documents: Sequence[Input]) -> RerankOutput:
         jobs = await asyncio.to_thread(self.model.prepare_pairs, query, documents)
         logits = [out[0] for out in await self.batcher.run(jobs)]
         return RerankOutput(relevance(self.capabilities, logits), sum(j.n_tokens for j in jobs))
@@ -46,8 +45,8 @@ class RerankEngine:
         self.batcher.close()
 
 
-async def rerank(engine: RerankEngine | EmbeddingEngine, query: Item,
-                 documents: Sequence[Item]) -> RerankOutput:
+async def rerank(engine: RerankEngine | EmbeddingEngine, query: Input,
+                 documents: Sequence[Input]) -> RerankOutput:
     if isinstance(engine, RerankEngine):
         return await engine.score(query, documents)
     out = await engine.embed([query, *documents], truncate=True)  # bi-encoder: cosine
