@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -102,3 +103,19 @@ def maxdiff(a, b) -> float:
     import torch
 
     return float(torch.as_tensor(a).sub(torch.as_tensor(b)).abs().max())
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a `data:` URI, the way clients send images inline."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@contextmanager
+def serve_checkpoint(name: str, checkpoint: Path, **settings) -> Iterator[str]:
+    """One model checkpoint served on a thread (`settings`: more ServerSettings fields)."""
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    app = create_app(ServerSettings(models=[ModelSpec(name, str(checkpoint))], **settings))
+    with serve_in_thread(app) as url:
+        yield url

@@ -167,14 +167,17 @@ def chat(
 
     spec = _specs([model or DEFAULT_CHAT_SOURCE])[0]
     from polyseek.errors import PolyseekError
-    from polyseek.inputs.images import ImageLimits, load_image
+    from polyseek.inputs.images import ImageLimits
+    from polyseek.inputs.items import ImageItem
     from polyseek.models import load_model
     from polyseek.models.base import ChatMessage
     from polyseek.models.sampling import SamplingParams
+    from polyseek.runtime.inputs import decode_items
 
     try:
-        limits = ImageLimits(allow_local_paths=True)
-        images = [load_image(source, limits) for source in image or []]
+        sources = image or []
+        images = decode_items([ImageItem(s) for s in sources], ImageLimits(allow_local_paths=True),
+                              [("--image", i) for i in range(len(sources))])
         messages = [ChatMessage("system", [system])] if system else []
         messages.append(ChatMessage("user", [*images, prompt]))
         generator = load_model(spec.source, name=spec.name)

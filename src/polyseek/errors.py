@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+Loc = tuple[str | int, ...]
+
+
+def loc_label(loc: Loc) -> str:
+    """How a message names a field: ("documents", 3) -> "documents[3]",
+    ("messages", 1, "content", 0) -> "messages[1].content[0]"."""
+    head, *rest = loc
+    return str(head) + "".join(f"[{part}]" if isinstance(part, int) else f".{part}"
+                               for part in rest)
+
 
 class PolyseekError(Exception):
     """Base class: a request that cannot be served as asked."""
@@ -13,7 +23,7 @@ class InvalidInput(PolyseekError, ValueError):
     `loc` names the offending field, e.g. ("task",) or ("input", 3).
     """
 
-    def __init__(self, message: str, loc: tuple[str | int, ...] = ()):
+    def __init__(self, message: str, loc: Loc = ()):
         super().__init__(message)
         self.loc = loc
 

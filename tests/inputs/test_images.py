@@ -195,13 +195,9 @@ def test_pil_input_is_not_modified():
     assert rgba.mode == "RGBA"
 
 
-def test_errors_carry_the_index():
-    with pytest.raises(InvalidInput) as caught:
-        load_image(b"not an image", index=3)
-    assert caught.value.loc == ("input", 3)
-    assert str(caught.value).startswith("input[3]: ")
-    with pytest.raises(InputTooLarge, match=r"^input\[1\]: "):
-        load_image(Image.new("1", (20, 20)), ImageLimits(max_pixels=100), index=1)
+def test_pil_images_are_checked_against_the_limits_too():
+    with pytest.raises(InputTooLarge, match="over the 100-pixel limit"):
+        load_image(Image.new("1", (20, 20)), ImageLimits(max_pixels=100))
 
 
 # --- URLs --------------------------------------------------------------------------------------
@@ -246,7 +242,7 @@ def test_download_stops_at_max_bytes(server: ImageServer, path: str):
 def test_http_errors_name_the_url(server: ImageServer):
     missing = url(server, "/missing.png")
     with pytest.raises(InvalidInput, match="HTTP 404") as caught:
-        load_image(missing, PRIVATE, index=0)
+        load_image(missing, PRIVATE)
     assert missing in str(caught.value)
     closed = f"http://127.0.0.1:{free_port()}/x.png"
     with pytest.raises(InvalidInput, match="cannot fetch image"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from test_jina_embeddings_v3 import write_toy_tokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import ImageItem, TextItem
+from polyseek.inputs.images import ImageLimits, load_image
 from polyseek.models.base import Embedder
 from polyseek.models.checkpoint import load_strict
 from polyseek.models.families import family_of
@@ -28,7 +27,7 @@ from polyseek.models.jina_clip import (
     vision_rope_tables,
 )
 
-from support import FIXTURES, maxdiff, serve_in_thread
+from support import FIXTURES, data_uri, maxdiff, serve_checkpoint
 
 CLIP = FIXTURES / "jina-clip-v2"
 FIXTURE_DIR = CLIP  # read by the conftest fixtures
@@ -180,9 +179,8 @@ def embedder(checkpoint) -> JinaClipV2:
     return JinaClipV2.from_pretrained(checkpoint, name="clip-tiny")
 
 
-def image_item(name: str) -> ImageItem:
-    data = base64.b64encode((CLIP / name).read_bytes()).decode()
-    return ImageItem(f"data:image/png;base64,{data}")
+def image(name: str) -> Image.Image:
+    return Image.open(CLIP / name)
 
 
 def test_capabilities(embedder):
@@ -201,8 +199,7 @@ def test_encode_matches_golden(embedder, golden, golden_json, case):
     ids, mask = golden[f"text.{case}.input_ids"], golden[f"text.{case}.attention_mask"]
     assert [job.ids for job in jobs] == [r[m.bool()].tolist() for r, m in zip(ids, mask,
                                                                               strict=True)]
-    items = [texts[0], image_item(IMAGES[0]), TextItem(texts[1]),
-             Image.open(CLIP / IMAGES[1]), texts[2]]
+    items = [texts[0], image(IMAGES[0]), texts[1], image(IMAGES[1]), texts[2]]
     vectors = embedder.encode(items, task=task)
     want = golden[f"text.{case}.embedding"]
     assert maxdiff(vectors[[0, 2, 4]], want) < ATOL
@@ -215,8 +212,8 @@ def test_encode_matches_golden(embedder, golden, golden_json, case):
 def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="unknown task"):
         embedder.encode(["x"], task="retrieval.passage")
-    with pytest.raises(InvalidInput, match="truncate_dim"):
-        embedder.encode(["x"], truncate_dim=12)
+    with pytest.raises(InvalidInput, match="dimensions must be between 8 and 64"):
+        embedder.encode(["x"], truncate_dim=4)
     with pytest.raises(InvalidInput, match="late chunking"):
         embedder.prepare(["x"], late_chunking=True)
 
@@ -225,12 +222,8 @@ def test_served_over_v1_embeddings(checkpoint, embedder, golden):
     """Mixed text and image inputs, tasks and dimensions through the HTTP route."""
     import httpx
 
-    from polyseek.api.app import ServerSettings, create_app
-    from polyseek.runtime.registry import ModelSpec
-
-    specs = [ModelSpec("clip-tiny", str(checkpoint))]
-    image = image_item(IMAGES[0]).source
-    with serve_in_thread(create_app(ServerSettings(models=specs))) as url:
+    image = data_uri(CLIP / IMAGES[0])
+    with serve_checkpoint("clip-tiny", checkpoint) as url:
         def embed(**body):
             return httpx.post(f"{url}/v1/embeddings", json={"model": "clip-tiny", **body},
                               timeout=60)
@@ -239,13 +232,65 @@ def test_served_over_v1_embeddings(checkpoint, embedder, golden):
             response = embed(input=["A photo of a cat", {"image": image}, image], task=task)
             assert response.status_code == 200, response.text
             got = np.array([d["embedding"] for d in response.json()["data"]])
-            want = embedder.encode(["A photo of a cat", image_item(IMAGES[0])], task=task)
+            want = embedder.encode(["A photo of a cat", load_image(image)], task=task)
             np.testing.assert_allclose(got, want[[0, 1, 1]], atol=1e-5)
         np.testing.assert_allclose(got[1], golden["image.embedding"][0], atol=1e-5)
         short = embed(input=[{"image": image}], dimensions=16)
         assert len(short.json()["data"][0]["embedding"]) == 16
         assert embed(input="x", dimensions=4).status_code == 422
         assert embed(input="x", task="separation").status_code == 422
+
+
+def test_truncate_dim_takes_what_http_dimensions_takes(checkpoint, embedder):
+    """Any `dimensions` from min_dim to dim, Matryoshka point or not, in Python and HTTP."""
+    import httpx
+
+    full = embedder.encode(["A photo of a cat", image(IMAGES[0])])
+    vectors = embedder.encode(["A photo of a cat", image(IMAGES[0])], truncate_dim=40)
+    assert vectors.shape == (2, 40)
+    prefix = full[:, :40]
+    np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
+                               atol=1e-6)
+    with serve_checkpoint("clip-tiny", checkpoint) as url:
+        response = httpx.post(f"{url}/v1/embeddings", timeout=60, json={
+            "model": "clip-tiny", "dimensions": 40,
+            "input": ["A photo of a cat", {"image": data_uri(CLIP / IMAGES[0])}]})
+    assert response.status_code == 200, response.text
+    got = np.array([d["embedding"] for d in response.json()["data"]])
+    np.testing.assert_allclose(got, vectors, atol=1e-5)
+
+
+def test_server_image_limits_reach_the_model(checkpoint, embedder, tmp_path):
+    """An image the default limits accept is refused (413, naming it) by a server whose
+    `image_limits` cap the pixels below its size: as an input and as a search query."""
+    import httpx
+
+    picture = data_uri(CLIP / IMAGES[0])
+    assert embedder.encode([load_image(picture)]).shape == (1, 64)  # default limits: accepted
+    width, height = Image.open(CLIP / IMAGES[0]).size
+    small = ImageLimits(max_pixels=width * height - 1)
+    with serve_checkpoint("clip-tiny", checkpoint, image_limits=small,
+                          data_dir=str(tmp_path / "store")) as url:
+        embedded = httpx.post(f"{url}/v1/embeddings", timeout=60, json={
+            "model": "clip-tiny", "input": ["a cat", {"image": picture}]})
+        indexed = httpx.post(f"{url}/v1/index", timeout=60, json={
+            "collection": "notes", "model": "clip-tiny",
+            "documents": [{"id": "a", "text": "a cat on a mat"}]})
+        by_text = httpx.post(f"{url}/v1/search", timeout=60,
+                             json={"collection": "notes", "query": "cat"})
+        by_image = httpx.post(f"{url}/v1/search", timeout=60,
+                              json={"collection": "notes", "query": {"image": picture}})
+        smaller = {"image": data_uri(CLIP / IMAGES[1])}  # 90x130: within the cap
+        by_smaller = httpx.post(f"{url}/v1/search", timeout=60,
+                                json={"collection": "notes", "query": smaller})
+    assert embedded.status_code == 413, embedded.text
+    message = embedded.json()["error"]["message"]
+    assert message.startswith("input[1]: ") and "pixel limit" in message
+    assert indexed.status_code == 200 and by_text.status_code == 200, by_text.text
+    assert by_image.status_code == 413, by_image.text
+    assert by_image.json()["error"]["message"].startswith("query: ")
+    assert by_smaller.status_code == 200, by_smaller.text
+    assert by_smaller.json()["hits"]
 
 
 def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
@@ -264,7 +309,7 @@ def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
         assert (summary.indexed, summary.errors) == (3, [])
         assert summary.points == 3
         for name in IMAGES:
-            result = search(image_item(name), "pictures", embedder, store=store, top_k=3)
+            result = search(image(name), "pictures", embedder, store=store, top_k=3)
             assert result.hits[0].path.endswith(name)
             assert result.hits[0].mime == "image/png"
             assert result.hits[0].score == pytest.approx(1.0, abs=1e-4)

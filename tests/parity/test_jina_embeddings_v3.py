@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import ImageItem, TextItem
 from polyseek.models.base import Embedder
 from polyseek.models.checkpoint import load_strict
 from polyseek.models.families import family_of
@@ -206,7 +206,7 @@ def test_prepare_builds_the_reference_token_ids(embedder, golden, golden_json, c
 @pytest.mark.parametrize("case", CASES)
 def test_encode_matches_golden(embedder, golden, golden_json, case):
     task = None if case == "none" else case
-    texts = [golden_json["texts"][0], TextItem(golden_json["texts"][1]), golden_json["texts"][2]]
+    texts = golden_json["texts"][:3]
     assert maxdiff(embedder.encode(texts, task=task), golden[f"{case}.embedding"]) < ATOL
     short = embedder.encode(texts, task=task, truncate_dim=16)
     assert maxdiff(short, golden[f"{case}.embedding_dim16"]) < ATOL
@@ -252,7 +252,7 @@ def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="dimensions must be between 8 and 64"):
         embedder.encode(["x"], truncate_dim=4)
     with pytest.raises(InvalidInput, match="text-only"):
-        embedder.prepare(["x", ImageItem("data:image/png;base64,AAAA")])
+        embedder.prepare(["x", Image.new("RGB", (8, 8))])
 
 
 def png_data_uri() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import ImageItem, TextItem
+from polyseek.inputs.images import ImageLimits, load_image
 from polyseek.models.base import Embedder
 from polyseek.models.checkpoint import qwen_vl_module_key
 from polyseek.models.families import FAMILIES, family_named, family_of
@@ -28,7 +27,7 @@ from polyseek.models.jina_v4 import (
     image_processor_from,
 )
 
-from support import FIXTURES, maxdiff
+from support import FIXTURES, data_uri, maxdiff, serve_checkpoint
 
 V4 = FIXTURES / "jina-embeddings-v4"
 FIXTURE_DIR = V4  # read by the conftest fixtures
@@ -274,9 +273,8 @@ def embedder(checkpoint) -> JinaEmbeddingsV4:
     return JinaEmbeddingsV4.from_pretrained(checkpoint, name="v4-tiny")
 
 
-def image_item() -> ImageItem:
-    data = base64.b64encode((V4 / "image.png").read_bytes()).decode()
-    return ImageItem(f"data:image/png;base64,{data}")
+def image() -> Image.Image:
+    return Image.open(V4 / "image.png")
 
 
 def test_capabilities(embedder):
@@ -299,15 +297,15 @@ def test_capabilities(embedder):
 ])
 def test_encode_matches_golden(embedder, golden, api_task, adapter, row, text):
     # one mixed text + image batch per call
-    single = embedder.encode([TextItem(text), image_item()], task=api_task)
+    single = embedder.encode([text, image()], task=api_task)
     assert single.shape == (2, 128)
     assert maxdiff(single[0], golden[f"{adapter}.text.single"][row]) < ATOL
     assert maxdiff(single[1], golden[f"{adapter}.image.single"][0]) < ATOL
-    trunc = embedder.encode([text, Image.open(V4 / "image.png")], task=api_task,
+    trunc = embedder.encode([text, image()], task=api_task,
                             truncate_dim=32)
     assert maxdiff(trunc[0], golden[f"{adapter}.text.single_trunc32"][row]) < ATOL
     assert maxdiff(trunc[1], golden[f"{adapter}.image.single_trunc32"][0]) < ATOL
-    multi = embedder.encode([text, image_item()], task=api_task, multivector=True)
+    multi = embedder.encode([text, image()], task=api_task, multivector=True)
     n_text = int(golden["text.attention_mask"][row].sum())
     assert [m.shape for m in multi] == [(n_text, 32), (35, 32)]
     assert maxdiff(multi[0], golden[f"{adapter}.text.multi"][row, :n_text]) < ATOL
@@ -316,7 +314,7 @@ def test_encode_matches_golden(embedder, golden, api_task, adapter, row, text):
 
 def test_prepare_builds_the_reference_token_ids(embedder, golden, golden_json):
     ids = golden_json["token_ids"]
-    jobs = embedder.prepare([PLACEHOLDER_TEXT_A, image_item()], task="retrieval.query")
+    jobs = embedder.prepare([PLACEHOLDER_TEXT_A, image()], task="retrieval.query")
     assert jobs[0].ids == ids["textA_query"]
     assert jobs[1].ids == ids["image_prompt"] and jobs[1].n_tokens == 35
     assert maxdiff(jobs[1].pixel_values, golden["image.pixel_values"]) < 1e-6
@@ -329,8 +327,8 @@ def test_prepare_builds_the_reference_token_ids(embedder, golden, golden_json):
 def test_invalid_requests(embedder):
     with pytest.raises(InvalidInput, match="unknown task"):
         embedder.encode(["x"], task="retrieval")
-    with pytest.raises(InvalidInput, match="truncate_dim"):
-        embedder.encode(["x"], task="retrieval.query", truncate_dim=33)
+    with pytest.raises(InvalidInput, match="dimensions must be between 8 and 128"):
+        embedder.encode(["x"], task="retrieval.query", truncate_dim=4)
     with pytest.raises(InvalidInput, match="late chunking"):
         embedder.prepare(["x"], late_chunking=True)
     assert embedder.encode(["w111"]).shape == (1, 128)  # no task: the default (text-matching)
@@ -340,14 +338,8 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
     """Tasks, images, Matryoshka dimensions and multi-vectors through the HTTP route."""
     import httpx
 
-    from polyseek.api.app import ServerSettings, create_app
-    from polyseek.runtime.registry import ModelSpec
-
-    from support import serve_in_thread
-
-    image = image_item().source
-    settings = ServerSettings(models=[ModelSpec("v4-tiny", str(checkpoint))])
-    with serve_in_thread(create_app(settings)) as url:
+    image = data_uri(V4 / "image.png")
+    with serve_checkpoint("v4-tiny", checkpoint) as url:
         def embed(**body):
             return httpx.post(f"{url}/v1/embeddings", json={"model": "v4-tiny", **body},
                               timeout=120)
@@ -356,7 +348,7 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
             response = embed(input=[PLACEHOLDER_TEXT_A, {"image": image}], task=task)
             assert response.status_code == 200, response.text
             got = np.array([d["embedding"] for d in response.json()["data"]])
-            want = embedder.encode([PLACEHOLDER_TEXT_A, image_item()], task=task)
+            want = embedder.encode([PLACEHOLDER_TEXT_A, load_image(image)], task=task)
             np.testing.assert_allclose(got, want, atol=1e-5)
         short = embed(input=PLACEHOLDER_TEXT_B, task="retrieval.query", dimensions=16)
         assert len(short.json()["data"][0]["embedding"]) == 16
@@ -368,6 +360,43 @@ def test_served_over_v1_embeddings(checkpoint, embedder):
         np.testing.assert_allclose(np.linalg.norm(rows[0], axis=1), 1.0, atol=1e-5)
         assert embed(input="x", task="separation").status_code == 422
         assert embed(input="x", task="retrieval.query", dimensions=4).status_code == 422
+
+
+def test_truncate_dim_takes_what_http_dimensions_takes(checkpoint, embedder):
+    """Any `dimensions` from min_dim to dim, Matryoshka point or not, in Python and HTTP."""
+    import httpx
+
+    inputs = [PLACEHOLDER_TEXT_A, image()]
+    full = embedder.encode(inputs, task="retrieval.query")
+    vectors = embedder.encode(inputs, task="retrieval.query", truncate_dim=100)
+    assert vectors.shape == (2, 100)
+    prefix = full[:, :100]
+    np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
+                               atol=1e-6)
+    with serve_checkpoint("v4-tiny", checkpoint) as url:
+        response = httpx.post(f"{url}/v1/embeddings", timeout=120, json={
+            "model": "v4-tiny", "task": "retrieval.query", "dimensions": 100,
+            "input": [PLACEHOLDER_TEXT_A, {"image": data_uri(V4 / "image.png")}]})
+    assert response.status_code == 200, response.text
+    got = np.array([d["embedding"] for d in response.json()["data"]])
+    np.testing.assert_allclose(got, vectors, atol=1e-5)
+
+
+def test_server_image_limits_reach_the_model(checkpoint, embedder):
+    """An image the default limits accept is refused (413, naming it) by a server whose
+    `image_limits` cap the pixels below its size."""
+    import httpx
+
+    image = data_uri(V4 / "image.png")
+    assert embedder.encode([load_image(image)]).shape == (1, 128)  # default limits: accepted
+    width, height = Image.open(V4 / "image.png").size
+    small = ImageLimits(max_pixels=width * height - 1)
+    with serve_checkpoint("v4-tiny", checkpoint, image_limits=small) as url:
+        response = httpx.post(f"{url}/v1/embeddings", timeout=120, json={
+            "model": "v4-tiny", "input": ["w111", {"image": image}]})
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("input[1]: ") and "pixel limit" in message
 
 
 def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
@@ -384,6 +413,6 @@ def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
         assert (summary.indexed, summary.points, summary.errors) == (3, 3, [])
         spec = store.spec("mixed")
         assert (spec.short_dim, spec.multivector_dim) == (64, 32)
-        result = search(image_item(), "mixed", embedder, store=store, top_k=3, explain=True)
+        result = search(image(), "mixed", embedder, store=store, top_k=3, explain=True)
     assert [stage.vector for stage in result.stages] == ["short", "full", "multi"]
     assert result.hits[0].path.endswith("picture.png")

@@ -7,7 +7,6 @@ tokenizer with exactly those ids (words `w<id>` -> id) drives the string-level A
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +19,8 @@ from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.items import ImageItem, TextItem
+from polyseek.inputs.images import ImageLimits, load_image
+from polyseek.models.base import PairScorer, relevance
 from polyseek.models.checkpoint import qwen_vl_module_key
 from polyseek.models.families import family_named, family_of
 from polyseek.models.jina_reranker_m0 import (
@@ -34,7 +34,7 @@ from polyseek.models.jina_reranker_m0 import (
     to_checkpoint_key,
 )
 
-from support import FIXTURES
+from support import FIXTURES, data_uri, serve_checkpoint
 
 M0 = FIXTURES / "jina-reranker-m0"
 FIXTURE_DIR = M0  # read by the conftest fixtures
@@ -206,33 +206,32 @@ def test_prompt_strings_match_reference(reranker, golden_json, image):
 
 def test_prompts_and_pixels_match_reference(reranker, golden, golden_json, image):
     ids = golden_json["token_ids"]
-    text_pairs = [reranker.build_pairs(q, [d])[0] for q, d in pairs_of(golden_json)]
-    assert [p.input_ids for p in text_pairs] == [
+    text_pairs = [reranker.prepare_pairs(q, [d])[0] for q, d in pairs_of(golden_json)]
+    assert [p.ids for p in text_pairs] == [
         ids["pair0_prompt"] + [SCORE_TOKEN], ids["pair1_prompt"] + [SCORE_TOKEN]]
     batch = collate(text_pairs, reranker.pad_id)
     assert torch.equal(batch.input_ids, golden["text.input_ids"])
     assert torch.equal(batch.attention_mask, golden["text.attention_mask"])
 
-    (pair,) = reranker.build_pairs(words(ids["image_pair_query"]), [image])
-    assert pair.input_ids == ids["image_pair_prompt"] + [SCORE_TOKEN]
+    (pair,) = reranker.prepare_pairs(words(ids["image_pair_query"]), [image])
+    assert pair.ids == ids["image_pair_prompt"] + [SCORE_TOKEN]
     assert torch.equal(pair.pixel_values, golden["image.pixel_values"])
     assert torch.equal(pair.image_grid_thw, golden["image.image_grid_thw"])
 
 
 def test_scores_match_reference(reranker, golden, golden_json, image):
     for row, (query, document) in enumerate(pairs_of(golden_json)):
-        (score,) = reranker.score(TextItem(query), [TextItem(document)])
+        (score,) = reranker.score(query, [document])
         assert score == pytest.approx(float(golden["text.scores"][row]), abs=ATOL)
     query = words(golden_json["token_ids"]["image_pair_query"])
-    data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
-    scores = reranker.score(query, [image, ImageItem(data_uri)])
+    scores = reranker.score(query, [image, load_image(data_uri(M0 / "image.png"))])
     assert scores == pytest.approx([float(golden["image.scores"][0])] * 2, abs=ATOL)
 
 
 def test_mixed_batch_equals_single_pairs(reranker, image):
     query = "w11 w12 w13"
     documents = ["w21 w22 w23 w24 w25", image, "w31", TextImage("w41 w42", image),
-                 ("w41 w42", image), (image, TextItem("w41 w42"))]
+                 ("w41 w42", image), (image, "w41 w42")]
     batched = reranker.score(query, documents)
     single = [reranker.score(query, [d])[0] for d in documents]
     assert batched == pytest.approx(single, abs=ATOL)
@@ -242,13 +241,13 @@ def test_mixed_batch_equals_single_pairs(reranker, image):
 
 def test_image_queries(reranker, image):
     """Not in the goldens: an image query sits in the query slot; batching is exact."""
-    (pair,) = reranker.build_pairs(image, ["w21 w22"])
+    (pair,) = reranker.prepare_pairs(image, ["w21 w22"])
     n_image = int(pair.image_grid_thw.prod()) // 4
-    assert pair.input_ids == [501, 502, 501, 503, 21, 22, 198, 501, 504, 501, 503,
+    assert pair.ids == [501, 502, 501, 503, 21, 22, 198, 501, 504, 501, 503,
                               652, *[655] * n_image, 653, SCORE_TOKEN]
-    (both,) = reranker.build_pairs(image, [image])  # document image first, then the query's
+    (both,) = reranker.prepare_pairs(image, [image])  # document image first, then the query's
     assert both.image_grid_thw.tolist() == [[1, 8, 12], [1, 8, 12]]
-    assert both.input_ids.count(655) == 2 * n_image
+    assert both.ids.count(655) == 2 * n_image
     documents = ["w21 w22", image, TextImage("w21", image)]
     batched = reranker.score(image, documents)
     single = [reranker.score(image, [d])[0] for d in documents]
@@ -262,9 +261,9 @@ def test_image_queries(reranker, image):
 def test_long_documents_are_cut_never_the_query(checkpoint, reranker):
     short = JinaRerankerM0.from_pretrained(checkpoint, max_length=24)
     query, document = "w11 w12 w13 w14", words(list(range(21, 61)))  # 4 + 40 words
-    (pair,) = short.build_pairs(query, [document])
+    (pair,) = short.prepare_pairs(query, [document])
     # 4 template tokens + 10 document tokens + 5 template tokens + 4 query tokens + 100
-    assert pair.input_ids == [501, 502, 501, 503, *range(21, 31), 198, 501, 504, 501, 503,
+    assert pair.ids == [501, 502, 501, 503, *range(21, 31), 198, 501, 504, 501, 503,
                               11, 12, 13, 14, SCORE_TOKEN]
     cut = words(list(range(21, 31)))
     assert short.score(query, [document]) == pytest.approx(reranker.score(query, [cut]), abs=ATOL)
@@ -277,8 +276,8 @@ def test_long_documents_are_cut_never_the_query(checkpoint, reranker):
 def test_documents_are_capped_like_the_reference(checkpoint):
     """Documents get at most max(max_length - 512, 512) tokens, whatever room is left."""
     long = JinaRerankerM0.from_pretrained(checkpoint, max_length=1100)
-    (pair,) = long.build_pairs("w11", [words([21] * 700)])
-    assert pair.input_ids.count(21) == 588
+    (pair,) = long.prepare_pairs("w11", [words([21] * 700)])
+    assert pair.ids.count(21) == 588
 
 
 def test_capabilities_and_bad_items(reranker):
@@ -296,16 +295,10 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
     """Text and image documents through Jina's /v1/rerank, scored like the model in-process."""
     import httpx
 
-    from polyseek.api.app import ServerSettings, create_app
-    from polyseek.runtime.registry import ModelSpec
-
-    from support import serve_in_thread
-
-    data_uri = "data:image/png;base64," + base64.b64encode((M0 / "image.png").read_bytes()).decode()
+    picture = data_uri(M0 / "image.png")
     (query, document), *_ = pairs_of(golden_json)
-    documents = [document, {"image": data_uri}, "w31 w32"]
-    settings = ServerSettings(models=[ModelSpec("m0-tiny", str(checkpoint))])
-    with serve_in_thread(create_app(settings)) as url:
+    documents = [document, {"image": picture}, "w31 w32"]
+    with serve_checkpoint("m0-tiny", checkpoint) as url:
         card = httpx.get(f"{url}/v1/models").json()["data"][0]["capabilities"]
         assert card["kind"] == "rerank" and card["modalities"] == ["text", "image"]
         response = httpx.post(f"{url}/v1/rerank", timeout=120, json={
@@ -315,12 +308,41 @@ def test_served_over_v1_rerank(checkpoint, reranker, golden_json):
             "documents": [{"image": "data:image/png;base64,bm90IGFuIGltYWdl"}]})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
-    want = reranker.score(query, [document, ImageItem(data_uri), "w31 w32"])
+    decoded = [document, load_image(picture), "w31 w32"]
+    want = reranker.score(query, decoded)
     assert {r["index"]: r["relevance_score"] for r in results} == pytest.approx(
         dict(enumerate(want)), abs=ATOL)
     assert [r["relevance_score"] for r in results] == sorted(want, reverse=True)
-    assert results[[r["index"] for r in results].index(1)]["document"] == {"image": data_uri}
-    n_tokens = reranker.score_pairs(query, [document, ImageItem(data_uri), "w31 w32"])[1]
+    assert results[[r["index"] for r in results].index(1)]["document"] == {"image": picture}
+    n_tokens = sum(job.n_tokens for job in reranker.prepare_pairs(query, decoded))
     assert response.json()["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert n_tokens > 0
     assert broken.status_code == 422, broken.text
+
+
+def test_pair_jobs_score_like_score(reranker, image):
+    """The `PairScorer` contract the batcher runs: one job per pair, a [1] logit each, mapped
+    by the declared score function to what `score` returns."""
+    assert isinstance(reranker, PairScorer) and reranker.capabilities.score == "sigmoid"
+    documents = ["w21 w22", image, TextImage("w21", image)]
+    jobs = reranker.prepare_pairs("w11 w12", documents)
+    logits = reranker.embed_jobs(jobs)
+    assert [out.shape for out in logits] == [(1,)] * 3
+    scores = relevance(reranker.capabilities, [float(out[0]) for out in logits])
+    assert scores == pytest.approx(reranker.score("w11 w12", documents), abs=ATOL)
+
+
+def test_server_image_limits_reach_the_model(checkpoint, reranker, image):
+    """An image the default limits accept is refused (413, naming it) by a server whose
+    `image_limits` cap the pixels below its size."""
+    import httpx
+
+    picture = data_uri(M0 / "image.png")
+    assert 0 < reranker.score("w11", [load_image(picture)])[0] < 1  # default limits: accepted
+    small = ImageLimits(max_pixels=image.width * image.height - 1)
+    with serve_checkpoint("m0-tiny", checkpoint, image_limits=small) as url:
+        response = httpx.post(f"{url}/v1/rerank", timeout=120, json={
+            "model": "m0-tiny", "query": "w11", "documents": ["w21", {"image": picture}]})
+    assert response.status_code == 413, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith("documents[1]: ") and "pixel limit" in message

@@ -34,8 +34,10 @@ def test_plan_batches_gives_an_oversized_item_its_own_batch():
 
 
 def _metric(text: str, name: str) -> float:
+    """The default model's sample of `name`; 0 before its first observation."""
     pattern = rf'^{name}\{{model="{DEFAULT_MODEL}"\}} (\S+)$'
-    return float(re.search(pattern, text, re.M).group(1))
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server, minilm):

@@ -22,9 +22,11 @@ from polyseek.api.chat_schemas import (
 )
 from polyseek.api.schemas import ERROR_RESPONSES
 from polyseek.errors import InvalidInput
-from polyseek.inputs.images import ImageLimits, load_image
+from polyseek.inputs.images import ImageLimits
+from polyseek.inputs.items import ImageItem
 from polyseek.models.base import Capabilities, ChatMessage, TextDelta
 from polyseek.models.sampling import SamplingParams
+from polyseek.runtime.inputs import decode_item
 
 router = APIRouter(prefix="/v1")
 ROLES = {"developer": "system"}  # OpenAI's newer name for the system role
@@ -44,17 +46,11 @@ async def to_chat_messages(body: ChatCompletionRequest, caps: Capabilities,
                 raise InvalidInput(f"model {body.model!r} is text-only and cannot read the "
                                    f"image in messages[{i}].content[{j}]",
                                    ("messages", i, "content", j))
-            content.append(await asyncio.to_thread(_image, part.image_url.url, limits, i, j))
+            image = ImageItem(part.image_url.url)
+            content.append(await asyncio.to_thread(decode_item, image, limits,
+                                                   ("messages", i, "content", j)))
         messages.append(ChatMessage(ROLES.get(message.role, message.role), content))
     return messages
-
-
-def _image(url: str, limits: ImageLimits, i: int, j: int) -> Image.Image:
-    try:
-        return load_image(url, limits)
-    except InvalidInput as exc:
-        raise InvalidInput(f"messages[{i}].content[{j}]: {exc}",
-                           ("messages", i, "content", j)) from exc
 
 
 def usage_of(delta: TextDelta) -> CompletionUsage:

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from polyseek.api.schemas import ERROR_RESPONSES, EmbeddingsRequest, EmbeddingsResponse
 from polyseek.errors import InputTooLarge
 from polyseek.runtime.encoding import encode_embedding
+from polyseek.runtime.inputs import model_inputs
 from polyseek.runtime.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1")
@@ -27,11 +28,14 @@ class NumpyJSONResponse(Response):
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     registry: ModelRegistry = request.app.state.registry
     engine = registry.embedding_engine(body.model)
-    max_inputs = request.app.state.settings.max_inputs
-    if len(body.input) > max_inputs:
-        raise InputTooLarge(f"{len(body.input)} inputs; at most {max_inputs} per request")
+    settings = request.app.state.settings
+    if len(body.input) > settings.max_inputs:
+        raise InputTooLarge(f"{len(body.input)} inputs; at most {settings.max_inputs} per "
+                            f"request")
+    inputs = await model_inputs(body.items(), settings.image_limits, body.model,
+                                engine.capabilities.modalities)
     result = await engine.embed(
-        body.items(),
+        inputs,
         task=body.task,
         dimensions=body.dimensions,
         normalized=body.normalized,

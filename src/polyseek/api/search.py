@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
-from polyseek.inputs.items import TextItem
 from polyseek.retrieval import Store, index_documents, search
+from polyseek.runtime.inputs import model_inputs, refuse_images
 
 router = APIRouter(prefix="/v1")
 
@@ -117,10 +117,13 @@ async def create_search(body: SearchRequest, request: Request) -> SearchResponse
     spec = await store.run(lambda store: store.spec(body.collection))
     model = registry.embedding_engine(spec.model).model
     reranker = registry.rerank_engine(body.rerank).model if body.rerank else None
-    query = to_item(body.query)
-    result = await store.run(search, query.text if isinstance(query, TextItem) else query,
-                             body.collection, model, top_k=body.top_k, rerank=reranker,
-                             explain=body.explain)
+    item = to_item(body.query)
+    if reranker is not None:
+        refuse_images(body.rerank, reranker.capabilities.modalities, [item], [("query",)])
+    (query,) = await model_inputs([item], request.app.state.settings.image_limits, spec.model,
+                                  model.capabilities.modalities, [("query",)])
+    result = await store.run(search, query, body.collection, model, top_k=body.top_k,
+                             rerank=reranker, explain=body.explain)
     found = result.as_dict()
     return SearchResponse(collection=body.collection, model=spec.model, hits=found["hits"],
                           stages=found["stages"])

@@ -99,27 +99,12 @@ _HEADERS = {
 # --- entry point --------------------------------------------------------------------------
 
 
-def load_image(
-    source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS, index: int | None = None
-) -> Image.Image:
+def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
     """Load any supported image reference as a fully decoded, upright RGB image.
 
-    `index` (the item's position in the request) prefixes error messages and sets
-    `loc=("input", index)`. A PIL image that is already upright RGB is returned as is.
+    A PIL image that is already upright RGB is returned as is. (`runtime.inputs` names the
+    request item in error messages.)
     """
-    try:
-        return _load(source, limits)
-    except InvalidInput as error:
-        if index is None:
-            raise
-        raise InvalidInput(f"input[{index}]: {error}", ("input", index)) from error
-    except InputTooLarge as error:
-        if index is None:
-            raise
-        raise InputTooLarge(f"input[{index}]: {error}") from error
-
-
-def _load(source: ImageSource, limits: ImageLimits) -> Image.Image:
     if isinstance(source, Image.Image):
         return normalize_image(source, limits)
     if isinstance(source, bytes | bytearray | memoryview):

@@ -1,4 +1,8 @@
-"""The model contract: declared capabilities, the `Embedder` protocol, shared pooling math."""
+"""The model contract: declared capabilities, the `Embedder`, `Reranker` and `PairScorer`
+protocols, shared pooling and score math.
+
+Models take `Input`s: a text, or an image already fetched and decoded (never a URL or bytes).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ import torch
 from PIL import Image
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import Item
+
+Input = str | Image.Image
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class Capabilities:
     multivector_dim: int | None = None
     pooling: str = "mean"
     reranker: str | None = None  # how /v1/rerank scores with it: "bi-encoder", "cross-encoder"
+    score: str | None = None  # cross-encoders: how a pair's logit becomes relevance ("sigmoid")
     extras: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -86,7 +92,7 @@ class Embedder(Protocol):
 
     def encode(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate_dim: int | None = None,
         multivector: bool = False,
@@ -94,7 +100,7 @@ class Embedder(Protocol):
 
     def prepare(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate: bool = True,
         late_chunking: bool = False,
@@ -126,7 +132,18 @@ class TextDelta:
 class Reranker(Protocol):
     capabilities: Capabilities
 
-    def score(self, query: Item | str, documents: Sequence[Item | str]) -> list[float]: ...
+    def score(self, query: Input, documents: Sequence[Input]) -> list[float]: ...
+
+
+@runtime_checkable
+class PairScorer(Reranker, Protocol):
+    """A cross-encoder: one job per (query, document) pair, run by the batcher like any
+    embedding job; each job's output is a [1] logit that `capabilities.score` maps to a
+    relevance (see `relevance`)."""
+
+    def prepare_pairs(self, query: Input, documents: Sequence[Input]) -> list[EncodeJob]: ...
+
+    def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
 
 
 @runtime_checkable
@@ -180,10 +197,12 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int,
     return ids, mask
 
 
-def run_jobs(model: Embedder, jobs: Sequence[EncodeJob], batch_size: int) -> list[np.ndarray]:
+def run_jobs(model: Embedder | PairScorer, jobs: Sequence[EncodeJob], batch_size: int,
+             max_batch_tokens: int = 1 << 30) -> list[np.ndarray]:
     """Run `jobs` through `model.embed_jobs` in length-sorted batches; one output per input."""
     outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-    for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
+    lengths = [job.n_tokens for job in jobs]
+    for batch in plan_batches(lengths, max_batch_tokens, batch_size):
         for i, out in zip(batch, model.embed_jobs([jobs[i] for i in batch]), strict=True):
             outputs[i] = out
     return per_input(jobs, outputs)
@@ -200,3 +219,23 @@ def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool
         norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
         vectors = vectors / np.maximum(norms, 1e-12)
     return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+SCORE_FUNCTIONS = {"sigmoid": sigmoid}
+
+
+def relevance(capabilities: Capabilities, logits: Sequence[float]) -> list[float]:
+    """Pair logits -> relevance scores, by the model's declared score function."""
+    return SCORE_FUNCTIONS[capabilities.score](np.asarray(logits, dtype=np.float64)).tolist()
+
+
+def score_pairs(model: PairScorer, query: Input, documents: Sequence[Input], batch_size: int,
+                max_batch_tokens: int = 1 << 30) -> list[float]:
+    """The common `score` of cross-encoders: relevance per document, in order."""
+    jobs = model.prepare_pairs(query, documents)
+    logits = [out[0] for out in run_jobs(model, jobs, batch_size, max_batch_tokens)]
+    return relevance(model.capabilities, logits)

@@ -1,7 +1,7 @@
 """Cross-encoder rerankers: `*ForSequenceClassification` encoders (bge / jina v2 rerankers).
 
-Each (query, document) pair is one sequence; the single logit, through a sigmoid, is the
-relevance score. Documents are truncated to fit the context, the query never is.
+A `PairScorer`: each (query, document) pair is one sequence; the single logit, through a
+sigmoid, is the relevance score. Documents are truncated to fit the context, the query never is.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import Item
-from polyseek.models.base import EncodeJob, pad_batch, plan_batches
+from polyseek.models.base import EncodeJob, Input, pad_batch, score_pairs
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.hf_encoder import read_max_tokens
 from polyseek.models.text_encoder import text_of
@@ -36,6 +35,7 @@ class CrossEncoder:
         self.capabilities = FAMILY.capabilities(
             max_tokens=read_max_tokens(directory, config, tokenizer),
             reranker="cross-encoder",
+            score="sigmoid",
             extras={"architecture": (config.architectures or [""])[0]},
         )
 
@@ -46,7 +46,7 @@ class CrossEncoder:
         model = AutoModelForSequenceClassification.from_pretrained(directory)
         return cls(model, AutoTokenizer.from_pretrained(directory), directory, name)
 
-    def prepare_pairs(self, query: Item | str, documents: Sequence[Item | str]) -> list[EncodeJob]:
+    def prepare_pairs(self, query: Input, documents: Sequence[Input]) -> list[EncodeJob]:
         """One job per (query, document) pair, the document cut to fit the context."""
         text = text_of(query, 0, self.name)
         docs = [text_of(d, i, self.name) for i, d in enumerate(documents)]
@@ -76,14 +76,9 @@ class CrossEncoder:
         first = ids.index(sep) if sep in ids else len(ids) - 1
         return [0] * (first + 1) + [1] * (len(ids) - first - 1)
 
-    def score(self, query: Item | str, documents: Sequence[Item | str],
+    def score(self, query: Input, documents: Sequence[Input],
               batch_size: int = 32) -> list[float]:
-        jobs = self.prepare_pairs(query, documents)
-        logits = np.zeros(len(jobs), dtype=np.float32)
-        for batch in plan_batches([j.n_tokens for j in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                logits[i] = out[0]
-        return (1 / (1 + np.exp(-logits))).tolist()
+        return score_pairs(self, query, documents, batch_size)
 
 
 def build_cross_encoder(config: dict) -> torch.nn.Module:

@@ -30,10 +30,9 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
-from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.models.base import (
     EncodeJob,
+    Input,
     pad_batch,
     run_jobs,
     truncate_and_normalize,
@@ -352,11 +351,10 @@ class JinaClipV2:
     """Text and image embeddings in one space, Matryoshka-truncatable."""
 
     def __init__(self, model: JinaCLIPModel, tokenizer, name: str = "",
-                 image_limits: ImageLimits = DEFAULT_LIMITS, max_tokens: int | None = None):
+                 max_tokens: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name or FAMILY.name
-        self.image_limits = image_limits
         config = model.config
         self.pad_id = config.text.pad_token_id
         self.capabilities = FAMILY.capabilities(
@@ -372,16 +370,15 @@ class JinaClipV2:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, name: str = "",
-                        dtype: torch.dtype = torch.float32,
-                        image_limits: ImageLimits = DEFAULT_LIMITS) -> JinaClipV2:
+                        dtype: torch.dtype = torch.float32) -> JinaClipV2:
         directory = Path(directory)
         model = FAMILY.load_module(directory, dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        return cls(model, tokenizer, name or directory.name, image_limits)
+        return cls(model, tokenizer, name or directory.name)
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def prepare(self, items: Sequence[Item | str | Image.Image], task: str | None = None,
+    def prepare(self, items: Sequence[Input], task: str | None = None,
                 truncate: bool = True, late_chunking: bool = False,
                 multivector: bool = False) -> list[EncodeJob]:
         """Texts get the task's instruction (none without a task); images are preprocessed."""
@@ -392,12 +389,10 @@ class JinaClipV2:
                                ("late_chunking",))
         jobs: list[EncodeJob] = []
         for index, item in enumerate(items):
-            if isinstance(item, str | TextItem):
-                text = item.text if isinstance(item, TextItem) else item
-                jobs.append(self._text_job(text, index, task, truncate))
-            elif isinstance(item, ImageItem | Image.Image):
-                source = item.source if isinstance(item, ImageItem) else item
-                jobs.append(self._image_job(load_image(source, self.image_limits, index), task))
+            if isinstance(item, str):
+                jobs.append(self._text_job(item, index, task, truncate))
+            elif isinstance(item, Image.Image):
+                jobs.append(self._image_job(item, task))
             else:
                 raise TypeError(f"input[{index}]: expected text or image, got "
                                 f"{type(item).__name__}")
@@ -440,15 +435,12 @@ class JinaClipV2:
 
     # -- Python API ------------------------------------------------------------------------
 
-    def encode(self, items: Sequence[Item | str | Image.Image], task: str | None = None,
+    def encode(self, items: Sequence[Input], task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, batch_size: int = 16) -> np.ndarray:
         """Embed texts and images (mixed freely): [N, dim] float32, truncated to
-        `truncate_dim` (one of `matryoshka_dims`), then L2-normalised."""
-        dims = self.capabilities.matryoshka_dims
-        if truncate_dim is not None and truncate_dim not in dims:
-            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
-                               ("dimensions",))
+        `truncate_dim` (`min_dim`..`dim`, as HTTP's `dimensions`), then L2-normalised."""
+        self.capabilities.check_dimensions(truncate_dim)
         jobs = self.prepare(items, task, True, False, multivector)
         outputs = run_jobs(self, jobs, batch_size)
         if not outputs:

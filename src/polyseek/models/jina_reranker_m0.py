@@ -9,7 +9,8 @@ The reference (`JinaVLForRanking`, remote code on top of transformers' Qwen2-VL)
   the last column is always that token;
 * the backbone's `lm_head` is an identity; an MLP `Linear(H, H) -> ReLU -> Linear(H, 1)` on the
   final-norm hidden state of the last column gives one logit per row;
-* `score = sigmoid(logit - 2.65)`.
+* `score = sigmoid(logit - 2.65)`: the pair jobs' outputs are `logit - 2.65`, so the declared
+  score function is a plain sigmoid, as for every `PairScorer`.
 
 Here the backbone is transformers' stock `Qwen2VLModel`; position ids are the reference's
 M-RoPE ids (pads at 1), computed per call, so no `rope_deltas` state is carried between calls.
@@ -37,10 +38,8 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import (
     Qwen2VLVisionRotaryEmbedding,
 )
 
-from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
-from polyseek.inputs.items import ImageItem, TextItem
-from polyseek.models.base import pad_batch, plan_batches
+from polyseek.errors import InputTooLarge, InvalidInput, loc_label
+from polyseek.models.base import EncodeJob, Input, pad_batch, score_pairs, sigmoid
 from polyseek.models.families import family_named
 
 FAMILY = family_named("jina-reranker-m0")
@@ -132,7 +131,8 @@ def to_checkpoint_key(key: str) -> str:
 
 
 def scores_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(logits - LOGIT_BIAS)
+    """Raw logits [B] -> relevance scores [B]."""
+    return torch.from_numpy(sigmoid((logits - LOGIT_BIAS).numpy()))
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class TextImage:
     """A document (or query) holding an image and a text; the image comes first in the prompt."""
 
     text: str
-    image: Image.Image | ImageItem
+    image: Image.Image
 
 
 @dataclass
@@ -156,16 +156,11 @@ class Side:
 
 
 @dataclass
-class PairInputs:
+class PairJob(EncodeJob):
     """One prompt ready for the model: ids end with the score token."""
 
-    input_ids: list[int]
     pixel_values: torch.Tensor | None = None  # [patches, C*T*P*P], document's image first
     image_grid_thw: torch.Tensor | None = None  # [images, 3]
-
-    @property
-    def n_tokens(self) -> int:
-        return len(self.input_ids)
 
 
 @dataclass
@@ -176,44 +171,30 @@ class Batch:
     image_grid_thw: torch.Tensor | None = None  # [images, 3]
 
 
-def split_item(item, loc: tuple[str | int, ...],
-               limits: ImageLimits = DEFAULT_LIMITS) -> tuple[str | None, Image.Image | None]:
-    """(text, image) of an item: str / TextItem -> text; PIL image / ImageItem -> image;
-    TextImage or a (text, image) tuple in either order -> both."""
+Document = Input | TextImage | tuple[str, Image.Image] | tuple[Image.Image, str]
+
+
+def split_item(item: Document, loc: tuple[str | int, ...]) -> tuple[str | None, Image.Image | None]:
+    """(text, image) of an item: str -> text; PIL image -> image; TextImage or a (text, image)
+    tuple in either order -> both."""
     if isinstance(item, str):
         return item, None
-    if isinstance(item, TextItem):
-        return item.text, None
-    if isinstance(item, Image.Image | ImageItem):
-        return None, load_pil(item, loc, limits)
+    if isinstance(item, Image.Image):
+        return None, item
     if isinstance(item, TextImage):
-        return item.text, load_pil(item.image, loc, limits)
+        return item.text, item.image
     if isinstance(item, tuple) and len(item) == 2:
-        text = next((x for x in item if isinstance(x, str | TextItem)), None)
-        image = next((x for x in item if isinstance(x, Image.Image | ImageItem)), None)
+        text = next((x for x in item if isinstance(x, str)), None)
+        image = next((x for x in item if isinstance(x, Image.Image)), None)
         if text is not None and image is not None:
-            return split_item(text, loc)[0], load_pil(image, loc, limits)
-    raise InvalidInput(f"{label(loc)}: expected text, an image or a (text, image) pair, "
+            return text, image
+    raise InvalidInput(f"{loc_label(loc)}: expected text, an image or a (text, image) pair, "
                        f"not {type(item).__name__}", loc)
 
 
-def load_pil(image: Image.Image | ImageItem, loc: tuple[str | int, ...],
-             limits: ImageLimits) -> Image.Image:
-    """An upright RGB image; an `ImageItem` is read with polyseek's guarded loader."""
-    try:
-        return load_image(image.source if isinstance(image, ImageItem) else image, limits)
-    except InvalidInput as error:
-        raise InvalidInput(f"{label(loc)}: {error}", loc) from error
-
-
-def label(loc: tuple[str | int, ...]) -> str:
-    """("documents", 3) -> "documents[3]"."""
-    return loc[0] + "".join(f"[{i}]" for i in loc[1:])
-
-
-def collate(pairs: Sequence[PairInputs], pad_id: int) -> Batch:
+def collate(pairs: Sequence[PairJob], pad_id: int) -> Batch:
     """Left-pad the prompts so the score token sits in the last column of every row."""
-    input_ids, attention_mask = pad_batch([p.input_ids for p in pairs], pad_id, left=True)
+    input_ids, attention_mask = pad_batch([p.ids for p in pairs], pad_id, left=True)
     images = [p for p in pairs if p.pixel_values is not None]
     if not images:
         return Batch(input_ids, attention_mask)
@@ -226,14 +207,14 @@ def collate(pairs: Sequence[PairInputs], pad_id: int) -> Batch:
 
 
 class JinaRerankerM0:
-    """`Reranker` over jina-reranker-m0: text or image queries; text, image or text+image
+    """`PairScorer` over jina-reranker-m0: text or image queries; text, image or text+image
     documents (`TextImage`, or a (text, image) tuple). Documents are cut to fit `max_length`;
     the template and the query never are."""
 
     def __init__(self, model: JinaRerankerM0Model, tokenizer,
                  image_processor: Qwen2VLImageProcessorPil, name: str = "jina-reranker-m0",
                  max_length: int = MAX_LENGTH, batch_size: int = 8,
-                 max_batch_tokens: int = 16384, image_limits: ImageLimits = DEFAULT_LIMITS):
+                 max_batch_tokens: int = 16384):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -241,7 +222,6 @@ class JinaRerankerM0:
         self.max_length = max_length
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.image_limits = image_limits
         config = model.config
         self.image_token_id = config.image_token_id
         self.merge = config.vision_config.spatial_merge_size
@@ -250,6 +230,7 @@ class JinaRerankerM0:
         self.capabilities = FAMILY.capabilities(
             max_tokens=max_length,
             reranker="cross-encoder",
+            score="sigmoid",
         )
 
     @classmethod
@@ -278,9 +259,9 @@ class JinaRerankerM0:
             pixel_values = pixel_values.to(dtype)
         return self.model(input_ids, attention_mask, pixel_values, image_grid_thw).float()
 
-    def side(self, item, loc: tuple[str | int, ...]) -> Side:
+    def side(self, item: Document, loc: tuple[str | int, ...]) -> Side:
         """Normalise a query or document; its image goes through the Qwen2-VL processor."""
-        text, image = split_item(item, loc, self.image_limits)
+        text, image = split_item(item, loc)
         if image is None:
             return Side(text)
         out = self.image_processor(images=[image], return_tensors="pt")
@@ -329,8 +310,11 @@ class JinaRerankerM0:
                 return ids
             limit = max(len(doc_ids) - over, 0)  # the cut re-tokenised longer: cut further
 
-    def build_pairs(self, query, documents: Sequence) -> list[PairInputs]:
-        """One prompt per (query, document) pair, ready for `collate`."""
+    # -- the PairScorer protocol --
+
+    def prepare_pairs(self, query: Document, documents: Sequence[Document]) -> list[PairJob]:
+        """One job per (query, document) pair: its prompt ids (text and image tokens, which
+        `n_tokens` counts) and pixels, ready for `collate`."""
         q = self.side(query, ("query",))
         pairs = []
         for i, item in enumerate(documents):
@@ -338,25 +322,18 @@ class JinaRerankerM0:
             images = [s for s in (d, q) if s.pixel_values is not None]  # prompt order
             ids = self.fitted_prompt_ids(q, d)
             if not images:
-                pairs.append(PairInputs(ids))
+                pairs.append(PairJob(ids))
                 continue
-            pairs.append(PairInputs(ids, torch.cat([s.pixel_values for s in images]),
-                                    torch.cat([s.image_grid_thw for s in images])))
+            pairs.append(PairJob(ids, pixel_values=torch.cat([s.pixel_values for s in images]),
+                                 image_grid_thw=torch.cat([s.image_grid_thw for s in images])))
         return pairs
 
-    # -- the Reranker protocol --
+    def embed_jobs(self, jobs: Sequence[PairJob]) -> list[np.ndarray]:
+        """Per pair job its [1] relevance logit, `logit - 2.65` (the score is its sigmoid)."""
+        b = collate(jobs, self.pad_id)
+        logits = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
+        return [row.numpy() for row in (logits - LOGIT_BIAS)[:, None]]
 
-    def score(self, query, documents: Sequence) -> list[float]:
+    def score(self, query: Document, documents: Sequence[Document]) -> list[float]:
         """Relevance in (0, 1) per document, in order: sigmoid(logit - 2.65)."""
-        return self.score_pairs(query, documents)[0]
-
-    def score_pairs(self, query, documents: Sequence) -> tuple[list[float], int]:
-        """The scores, and the tokens (text and image) the pairs took."""
-        pairs = self.build_pairs(query, documents)
-        logits = np.zeros(len(pairs), dtype=np.float32)
-        lengths = [p.n_tokens for p in pairs]
-        for batch in plan_batches(lengths, self.max_batch_tokens, self.batch_size):
-            b = collate([pairs[i] for i in batch], self.pad_id)
-            out = self.logits(b.input_ids, b.attention_mask, b.pixel_values, b.image_grid_thw)
-            logits[batch] = out.numpy()
-        return scores_from_logits(torch.from_numpy(logits)).tolist(), sum(lengths)
+        return score_pairs(self, query, documents, self.batch_size, self.max_batch_tokens)

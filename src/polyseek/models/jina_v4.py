@@ -40,12 +40,11 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.images import DEFAULT_LIMITS, ImageLimits, load_image
-from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.models.base import (
     EncodeJob,
+    Input,
     pad_batch,
-    plan_batches,
+    run_jobs,
     truncate_and_normalize,
 )
 from polyseek.models.checkpoint import qwen_vl_module_key
@@ -434,13 +433,11 @@ class JinaEmbeddingsV4:
     """Text and image embeddings with task adapters, Matryoshka and multi-vector output."""
 
     def __init__(self, model: JinaEmbeddingsV4Model, tokenizer, image_processor,
-                 name: str = "", image_limits: ImageLimits = DEFAULT_LIMITS,
-                 max_tokens: int | None = None):
+                 name: str = "", max_tokens: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.name = name or FAMILY.name
-        self.image_limits = image_limits
         config = model.config
         if max_tokens is None:
             positions = config.backbone.text_config.max_position_embeddings
@@ -463,14 +460,12 @@ class JinaEmbeddingsV4:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, name: str = "",
-                        dtype: torch.dtype = torch.float32,
-                        image_limits: ImageLimits = DEFAULT_LIMITS) -> JinaEmbeddingsV4:
+                        dtype: torch.dtype = torch.float32) -> JinaEmbeddingsV4:
         """Load config.json, base weights, adapters/, tokenizer and image processor."""
         directory = Path(directory)
         model = load_jina_v4_module(directory, dtype)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        return cls(model, tokenizer, image_processor_from(directory), name or directory.name,
-                   image_limits)
+        return cls(model, tokenizer, image_processor_from(directory), name or directory.name)
 
     def _image_prompt_ids(self) -> tuple[list[int], list[int]]:
         """Token ids before and after the <|image_pad|> run of the image prompt."""
@@ -488,7 +483,7 @@ class JinaEmbeddingsV4:
         self.capabilities.check_task(task)
         return task or DEFAULT_TASK
 
-    def prepare(self, items: Sequence[Item | str | Image.Image], task: str | None = None,
+    def prepare(self, items: Sequence[Input], task: str | None = None,
                 truncate: bool = True, late_chunking: bool = False,
                 multivector: bool = False) -> list[EncodeJob]:
         """Validate, tokenise and preprocess items into forward-pass jobs (one per item).
@@ -504,20 +499,17 @@ class JinaEmbeddingsV4:
                                ("late_chunking",))
         jobs: list[EncodeJob] = []
         for index, item in enumerate(items):
-            if isinstance(item, str | TextItem):
+            if isinstance(item, str):
                 jobs.append(self._text_job(item, index, task, truncate, multivector))
-            elif isinstance(item, ImageItem | Image.Image):
-                source = item.source if isinstance(item, ImageItem) else item
-                image = load_image(source, self.image_limits, index)
-                jobs.append(self._image_job(image, task, multivector))
+            elif isinstance(item, Image.Image):
+                jobs.append(self._image_job(item, task, multivector))
             else:
                 raise TypeError(f"input[{index}]: expected text or image, got "
                                 f"{type(item).__name__}")
         return jobs
 
-    def _text_job(self, item: str | TextItem, index: int, task: str, truncate: bool,
+    def _text_job(self, text: str, index: int, task: str, truncate: bool,
                   multivector: bool) -> JinaV4Job:
-        text = item.text if isinstance(item, TextItem) else item
         limit = self.capabilities.max_tokens
         ids = self.tokenizer(API_TASKS[task][1] + text, truncation=truncate,
                              max_length=limit if truncate else None)["input_ids"]
@@ -569,24 +561,18 @@ class JinaEmbeddingsV4:
 
     # -- Python API ----------------------------------------------------------------------------
 
-    def encode(self, items: Sequence[Item | str | Image.Image], task: str | None = None,
+    def encode(self, items: Sequence[Input], task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, batch_size: int = 8) -> np.ndarray | list[np.ndarray]:
         """Embed texts and images (mixed freely).
 
-        Single vectors: [N, dim] float32, Matryoshka-truncated to `truncate_dim` (one of
-        `matryoshka_dims`) and re-normalised. Multi-vector: one [T_i, multivector_dim] array
+        Single vectors: [N, dim] float32, truncated to `truncate_dim` (`min_dim`..`dim`, as
+        HTTP's `dimensions`) and re-normalised. Multi-vector: one [T_i, multivector_dim] array
         per input (every valid token, prompt tokens included); `truncate_dim` does not apply.
         """
-        dims = self.capabilities.matryoshka_dims
-        if truncate_dim is not None and truncate_dim not in dims:
-            raise InvalidInput(f"truncate_dim must be one of {list(dims)} (got {truncate_dim})",
-                               ("dimensions",))
+        self.capabilities.check_dimensions(truncate_dim)
         jobs = self.prepare(items, task, True, False, multivector)
-        outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
-        for batch in plan_batches([job.n_tokens for job in jobs], 1 << 30, batch_size):
-            for i, out in zip(batch, self.embed_jobs([jobs[i] for i in batch]), strict=True):
-                outputs[i] = out
+        outputs = run_jobs(self, jobs, batch_size)
         if multivector:
             return [truncate_and_normalize(v, None, normalize) for v in outputs]
         if not outputs:

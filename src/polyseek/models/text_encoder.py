@@ -12,23 +12,27 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from PIL import Image
 
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.inputs.items import ImageItem, Item, TextItem
 from polyseek.inputs.text import late_chunking_windows
-from polyseek.models.base import Capabilities, EncodeJob, run_jobs, truncate_and_normalize
+from polyseek.models.base import (
+    Capabilities,
+    EncodeJob,
+    Input,
+    run_jobs,
+    truncate_and_normalize,
+)
 
 # Smallest `dimensions` accepted by an encoder not trained for Matryoshka truncation.
 MIN_TRUNCATED_DIM = 32
 
 
-def text_of(item: Item | str, index: int, model_name: str) -> str:
-    """The text of an item, or a clear error naming the model and the item's index."""
+def text_of(item: Input, index: int, model_name: str) -> str:
+    """The text of an input, or a clear error naming the model and the input's index."""
     if isinstance(item, str):
         return item
-    if isinstance(item, TextItem):
-        return item.text
-    if isinstance(item, ImageItem):
+    if isinstance(item, Image.Image):
         raise InvalidInput(
             f"model {model_name!r} is text-only and cannot embed the image at input[{index}]",
             ("input", index),
@@ -71,7 +75,7 @@ class TextEncoder:
 
     def prepare(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate: bool = True,
         late_chunking: bool = False,
@@ -128,7 +132,7 @@ class TextEncoder:
 
     def encode(
         self,
-        items: Sequence[Item | str],
+        items: Sequence[Input],
         task: str | None = None,
         truncate_dim: int | None = None,
         multivector: bool = False,

@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from polyseek.inputs.chunking import hf_offsets
+from polyseek.inputs.images import load_image
 
 TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -107,9 +108,8 @@ def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
     if mime == PDF_TYPE:
         return list(pdf_chunks(path, model, size, overlap))
     if mime and mime.startswith("image/") and "image" in modalities:
-        with Image.open(path) as image:
-            picture = image.convert("RGB")
-            return [Chunk(mime, image=picture, thumbnail=picture)]
+        picture = load_image(path.read_bytes())  # upright RGB, within the default limits
+        return [Chunk(mime, image=picture, thumbnail=picture)]
     raise ValueError(f"unsupported file type for this model: {path.name}")
 
 

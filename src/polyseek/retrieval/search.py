@@ -8,7 +8,7 @@ import numpy as np
 from qdrant_client import models as qm
 
 from polyseek.errors import InvalidInput
-from polyseek.inputs.items import Item
+from polyseek.models.base import Input
 from polyseek.retrieval.ingest import role_task
 from polyseek.retrieval.store import FULL, MULTI, SHORT, CollectionSpec, Store
 
@@ -63,7 +63,7 @@ class QueryVectors:
     multi: list[list[float]] | None
 
 
-def encode_query(model, query: str | Item, spec: CollectionSpec) -> QueryVectors:
+def encode_query(model, query: Input, spec: CollectionSpec) -> QueryVectors:
     """The query's vectors for each named vector the collection holds."""
     task = role_task(model.capabilities.tasks, "query")
     full = np.asarray(model.encode([query], task=task), dtype=np.float32)[0]
@@ -99,7 +99,7 @@ def run_stages(store: Store, collection: str, stages: list[tuple[str, object, in
                                      prefetch=prefetch, with_payload=True).points
 
 
-def rerank_hits(reranker, query: str | Item, hits: list[Hit]) -> list[Hit]:
+def rerank_hits(reranker, query: Input, hits: list[Hit]) -> list[Hit]:
     """Hits re-scored by `reranker`, best first; hits without text keep their order after."""
     kind = getattr(reranker.capabilities, "reranker", None)
     if not kind:
@@ -120,7 +120,7 @@ def rerank_hits(reranker, query: str | Item, hits: list[Hit]) -> list[Hit]:
 
 
 def search(
-    query: str | Item,
+    query: Input,
     collection: str,
     model,
     *,

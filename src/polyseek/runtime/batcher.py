@@ -19,7 +19,7 @@ from itertools import groupby
 import numpy as np
 
 from polyseek.errors import Overloaded
-from polyseek.models.base import Embedder, EncodeJob, plan_batches
+from polyseek.models.base import Embedder, EncodeJob, PairScorer, plan_batches
 from polyseek.runtime.metrics import Metrics
 
 
@@ -39,7 +39,8 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(self, model: Embedder, name: str, limits: BatchLimits, metrics: Metrics):
+    def __init__(self, model: Embedder | PairScorer, name: str, limits: BatchLimits,
+                 metrics: Metrics):
         self.model = model
         self.name = name
         self.limits = limits

@@ -1,4 +1,6 @@
-"""One served embedding model: validation, tokenisation off the event loop, batching."""
+"""One served embedding model: validation, tokenisation off the event loop, batching.
+
+It takes decoded inputs (`runtime.inputs` turns request items into them)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, Embedder, per_input, truncate_and_normalize
+from polyseek.models.base import Capabilities, Embedder, Input, per_input, truncate_and_normalize
 from polyseek.runtime.batcher import Batcher
 
 
@@ -34,7 +35,7 @@ class EmbeddingEngine:
 
     async def embed(
         self,
-        items: Sequence[Item],
+        items: Sequence[Input],
         *,
         task: str | None = None,
         dimensions: int | None = None,

@@ -20,7 +20,7 @@ from polyseek.models import (
     load_model,
     resolve_source,
 )
-from polyseek.models.base import Capabilities, Embedder, Generator, Reranker
+from polyseek.models.base import Capabilities, Embedder, Generator, PairScorer
 from polyseek.runtime.batcher import Batcher, BatchLimits
 from polyseek.runtime.chat_engine import ChatEngine
 from polyseek.runtime.engine import EmbeddingEngine
@@ -73,10 +73,10 @@ class ModelEntry:
         return self.engine.capabilities if self.engine else None
 
 
-Loader = Callable[[ModelSpec], Embedder | Generator | Reranker]
+Loader = Callable[[ModelSpec], Embedder | Generator | PairScorer]
 
 
-def load_spec(spec: ModelSpec) -> Embedder | Generator | Reranker:
+def load_spec(spec: ModelSpec) -> Embedder | Generator | PairScorer:
     return load_model(spec.source, name=spec.name)
 
 
@@ -120,13 +120,10 @@ class ModelRegistry:
             kind = model.capabilities.kind
             if kind == "chat":
                 entry.engine = ChatEngine(name, model, self.metrics)
-            elif kind == "rerank":
-                batcher = (Batcher(model, name, self.limits, self.metrics)
-                           if hasattr(model, "prepare_pairs") else None)
-                entry.engine = RerankEngine(name, model, batcher)
-            else:
+            else:  # embedding models and cross-encoders (`PairScorer`s) run on a batcher
                 batcher = Batcher(model, name, self.limits, self.metrics)
-                entry.engine = EmbeddingEngine(name, model, batcher)
+                engine = RerankEngine if kind == "rerank" else EmbeddingEngine
+                entry.engine = engine(name, model, batcher)
             entry.state = "ready"
             self.metrics.model_ready.labels(entry.spec.name).set(1)
             log.info("model %s ready", entry.spec.name)

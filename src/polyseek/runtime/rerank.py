@@ -1,8 +1,8 @@
 """Reranking on the runtime: cross-encoders through the batcher, bi-encoders by cosine.
 
-A model of kind "rerank" gets a RerankEngine; an embedding model that declares
-`reranker="bi-encoder"` reranks through its own EmbeddingEngine (query and documents embedded
-in one request, scored by cosine similarity).
+A model of kind "rerank" is a `PairScorer` and gets a RerankEngine; an embedding model that
+declares `reranker="bi-encoder"` reranks through its own EmbeddingEngine (query and documents
+embedded in one request, scored by cosine similarity).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyseek.inputs.items import Item
-from polyseek.models.base import Capabilities, Reranker
+from polyseek.models.base import Capabilities, Input, PairScorer, relevance
 from polyseek.runtime.batcher import Batcher
 from polyseek.runtime.engine import EmbeddingEngine
 
@@ -26,36 +25,28 @@ class RerankOutput:
 
 
 class RerankEngine:
-    """Scores (query, document) pairs: batched across requests when the model exposes
-    pair jobs (`prepare_pairs` + `embed_jobs`), else one `score_pairs` call at a time."""
+    """Scores (query, document) pairs: one pair job each, batched with concurrent requests."""
 
-    def __init__(self, name: str, model: Reranker, batcher: Batcher | None):
+    def __init__(self, name: str, model: PairScorer, batcher: Batcher):
         self.name = name
         self.model = model
         self.batcher = batcher
-        self._lock = asyncio.Lock()
 
     @property
     def capabilities(self) -> Capabilities:
         return self.model.capabilities
 
-    async def score(self, query: Item, documents: Sequence[Item]) -> RerankOutput:
-        if self.batcher is None:
-            async with self._lock:
-                scores, n_tokens = await asyncio.to_thread(self.model.score_pairs, query,
-                                                           documents)
-            return RerankOutput(list(scores), n_tokens)
+    async def score(self, query: Input, documents: Sequence[Input]) -> RerankOutput:
         jobs = await asyncio.to_thread(self.model.prepare_pairs, query, documents)
-        logits = np.array([out[0] for out in await self.batcher.run(jobs)], dtype=np.float64)
-        return RerankOutput((1 / (1 + np.exp(-logits))).tolist(), sum(j.n_tokens for j in jobs))
+        logits = [out[0] for out in await self.batcher.run(jobs)]
+        return RerankOutput(relevance(self.capabilities, logits), sum(j.n_tokens for j in jobs))
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
+        self.batcher.close()
 
 
-async def rerank(engine: RerankEngine | EmbeddingEngine, query: Item,
-                 documents: Sequence[Item]) -> RerankOutput:
+async def rerank(engine: RerankEngine | EmbeddingEngine, query: Input,
+                 documents: Sequence[Input]) -> RerankOutput:
     if isinstance(engine, RerankEngine):
         return await engine.score(query, documents)
     out = await engine.embed([query, *documents], truncate=True)  # bi-encoder: cosine
