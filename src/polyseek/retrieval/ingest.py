@@ -239,7 +239,7 @@ def _is_whole(stored: dict[str, dict[str, StoredFile]], key: str, digest: str) -
     return current is not None and len(current.ids) == current.n_chunks
 
 
-def _index_file(path: Path, collection: str, encoder: LocalModel, store: Store,
+def _index_file(path: Path, collection: str, encoder: Encoder, store: Store,
                 run: IndexRun) -> FileResult:
     """Write the current version of one file unless it is complete already; drop old ones.
 
