@@ -26,7 +26,7 @@ from polyseek.runtime.engine import EmbeddingEngine
 from polyseek.runtime.rerank import RerankEngine, rerank
 
 Input = str | Item | Image.Image
-LOCAL_BATCH_SIZE = 16  # sequences per forward pass of a LocalModel
+LOCAL_BATCH_SIZE = 8  # sequences per forward pass of a LocalModel (images can be long)
 
 
 @dataclass
