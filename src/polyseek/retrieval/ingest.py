@@ -310,10 +310,7 @@ async def index_documents(
                                          stored))
         else:
             changed.append((key, digest, text))
-    size = default_chunk_tokens(encoder.capabilities)
-    chunked = await asyncio.to_thread(lambda: [
-        _Document(key, digest, text_chunks(text, encoder, size, overlap))
-        for key, digest, text in changed])
+    chunked = await asyncio.to_thread(_chunk_documents, changed, encoder, overlap)
     for group in _groups(chunked, EMBED_GROUP):
         vectors = await embed_chunks(encoder, [c for doc in group for c in doc.chunks], spec)
         for doc in group:
@@ -323,6 +320,14 @@ async def index_documents(
                                          store, stored))
     summary.points = await store.call(store.count, collection)
     return summary
+
+
+def _chunk_documents(documents: list[tuple[str, str, str]], encoder: Encoder,
+                     overlap: int) -> list[_Document]:
+    """(key, digest, text) -> the text's token windows, sized for `encoder`."""
+    size = default_chunk_tokens(encoder.capabilities)
+    return [_Document(key, digest, text_chunks(text, encoder, size, overlap))
+            for key, digest, text in documents]
 
 
 def _groups(documents: list[_Document], chunks: int) -> Iterator[list[_Document]]:
