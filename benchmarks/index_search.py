@@ -20,6 +20,7 @@ Measures, in one run (model load excluded):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import sys
@@ -34,8 +35,9 @@ import numpy as np
 
 from polyseek.retrieval import IndexSummary, Store, index_paths, search
 from polyseek.retrieval.documents import offsets_for
-from polyseek.retrieval.search import QueryVectors, encode_query, plan, run_stages
-from polyseek.retrieval.store import FULL, CollectionSpec
+from polyseek.retrieval.encoders import LocalModel
+from polyseek.retrieval.search import encode_query, plan, run_stages
+from polyseek.retrieval.store import FULL, SHORT, CollectionSpec
 
 if TYPE_CHECKING:
     from polyseek.models.base import Embedder
@@ -83,16 +85,17 @@ class Timings:
 
 
 class TimedModel:
-    """`model` with the time spent in its `encode` summed up (everything else delegated)."""
+    """`model` with the time spent in its forward passes (`embed_jobs`) summed up (everything
+    else delegated)."""
 
     def __init__(self, model: Embedder):
         self.model = model
         self.encode_seconds = 0.0
 
-    def encode(self, *args: object, **kwargs: object) -> object:
+    def embed_jobs(self, *args: object, **kwargs: object) -> object:
         start = time.perf_counter()
         try:
-            return self.model.encode(*args, **kwargs)  # type: ignore[arg-type]
+            return self.model.embed_jobs(*args, **kwargs)  # type: ignore[arg-type]
         finally:
             self.encode_seconds += time.perf_counter() - start
 
@@ -165,7 +168,7 @@ def make_queries(n: int) -> list[str]:
 
 def timed_index(corpus: Path, model: Embedder, store: Store,
                 short_dim: int) -> tuple[float, float, IndexSummary]:
-    """(wall seconds, seconds in model.encode, summary) of one `index_paths` call."""
+    """(wall seconds, seconds in forward passes, summary) of one `index_paths` call."""
     timed = TimedModel(model)
     start = time.perf_counter()
     summary = index_paths([corpus], COLLECTION, timed, store=store, chunk_tokens=CHUNK_TOKENS,
@@ -217,18 +220,19 @@ def run_queries(queries: list[str], model: Embedder, store: Store, spec: Collect
     for query in queries:
         t_search, result = clock(lambda q=query: search(q, COLLECTION, model, store=store,
                                                         top_k=TOP_K))
-        t_encode, vectors = clock(lambda q=query: encode_query(model, q, spec))
-        assert isinstance(vectors, QueryVectors)
+        t_encode, vectors = clock(
+            lambda q=query: asyncio.run(encode_query(LocalModel(model), q, spec)))
+        assert isinstance(vectors, dict)
         stages = plan(vectors, TOP_K)
         t_pipeline, _ = clock(lambda s=stages: run_stages(store, COLLECTION, s, len(s)))
         t_exact, _ = clock(lambda v=vectors: store.client.query_points(
-            COLLECTION, query=v.full, using=FULL, limit=TOP_K, with_payload=True))
+            COLLECTION, query=v[FULL], using=FULL, limit=TOP_K, with_payload=True))
         for bucket, seconds in zip((timings.search, timings.encode, timings.pipeline,
                                     timings.exact), (t_search, t_encode, t_pipeline, t_exact),
                                    strict=True):
             bucket.append(seconds)
         hits = {h.id for h in result.hits}  # type: ignore[attr-defined]
-        found += len(hits & set(exact_top(matrix, ids, vectors.full)))
+        found += len(hits & set(exact_top(matrix, ids, vectors[FULL])))
     return timings, found
 
 
@@ -251,7 +255,7 @@ def report(args: argparse.Namespace, n_files: int, spec: CollectionSpec,
            reindex: tuple[float, float, IndexSummary],
            timings: Timings, found: int) -> None:
     (t_index, e_index, first), (t_reindex, e_reindex, again) = index, reindex
-    prefetch = plan(QueryVectors([0.0], [0.0], None), TOP_K)[0][2]
+    prefetch = plan({SHORT: [0.0], FULL: [0.0]}, TOP_K)[0][2]
     total = len(timings.search) * TOP_K
     recall = found / total
     print(f"\ncorpus: {n_files} files, {first.points} points ({CHUNK_TOKENS}-token windows, "

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def write_tiny_jina_vlm(directory: Path) -> Path:
     # the tiny tokenizer's collate length (the fixtures' skipped-slot value is -4096)
     (directory / "preprocessor_config.json").write_text(json.dumps({"max_sequence_length": 4096}))
     return directory
+
+
+def metric(base_url: str, name: str, model: str = DEFAULT_MODEL) -> float:
+    """One per-model sample of the server's /metrics, e.g. polyseek_tokens_total (0 if absent)."""
+    text = httpx.get(f"{base_url}/metrics").text
+    found = re.search(rf'^{name}\{{model="{re.escape(model)}"\}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met after {timeout}s")
+        time.sleep(0.01)
 
 
 def free_port() -> int:

@@ -408,11 +408,50 @@ def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
     (corpus / "a.txt").write_text(PLACEHOLDER_TEXT_A)
     (corpus / "b.txt").write_text(PLACEHOLDER_TEXT_B)
     (corpus / "picture.png").write_bytes((V4 / "image.png").read_bytes())
-    with Store(tmp_path / "store") as store:
-        summary = index_paths([corpus], "mixed", embedder, store=store)
-        assert (summary.indexed, summary.points, summary.errors) == (3, 3, [])
-        spec = store.spec("mixed")
-        assert (spec.short_dim, spec.multivector_dim) == (64, 32)
-        result = search(image(), "mixed", embedder, store=store, top_k=3, explain=True)
+    rows: list[int] = []  # sequences per forward pass
+    hook = embedder.model.register_forward_hook(lambda _, args, out: rows.append(len(args[0])))
+    try:
+        with Store(tmp_path / "store") as store:
+            summary = index_paths([corpus], "mixed", embedder, store=store)
+            assert (summary.indexed, summary.points, summary.errors) == (3, 3, [])
+            assert sum(rows) == 3  # each file encoded once: pooled and token vectors together
+            spec = store.spec("mixed")
+            assert (spec.short_dim, spec.multivector_dim) == (64, 32)
+            rows.clear()
+            result = search(image(), "mixed", embedder, store=store, top_k=3, explain=True)
+            assert rows == [1]  # the query too
+    finally:
+        hook.remove()
     assert [stage.vector for stage in result.stages] == ["short", "full", "multi"]
     assert result.hits[0].path.endswith("picture.png")
+
+
+def test_index_and_search_over_http_encode_each_text_once(checkpoint, tmp_path):
+    """/v1/index and /v1/search with a multi-vector model: one sequence per document and per
+    query in the engine's forward passes (as /metrics counts them), MaxSim stage included."""
+    import httpx
+
+    from polyseek.api.app import ServerSettings, create_app
+    from polyseek.runtime.registry import ModelSpec
+
+    from support import metric, serve_in_thread
+
+    settings = ServerSettings(models=[ModelSpec("v4-tiny", str(checkpoint))],
+                              data_dir=str(tmp_path / "store"))
+    with serve_in_thread(create_app(settings)) as url:
+        def sequences() -> float:
+            return metric(url, "polyseek_batch_size_sum", "v4-tiny")
+
+        documents = [{"id": "a", "text": PLACEHOLDER_TEXT_A},
+                     {"id": "b", "text": PLACEHOLDER_TEXT_B}]
+        indexed = httpx.post(f"{url}/v1/index", json={"collection": "v4", "model": "v4-tiny",
+                                                      "documents": documents}, timeout=120)
+        assert indexed.status_code == 200, indexed.text
+        assert (indexed.json()["points"], sequences()) == (2, 2)
+        found = httpx.post(f"{url}/v1/search", json={"collection": "v4", "explain": True,
+                                                     "query": PLACEHOLDER_TEXT_B}, timeout=120)
+        assert found.status_code == 200, found.text
+        assert sequences() == 3
+    body = found.json()
+    assert [stage["vector"] for stage in body["stages"]] == ["short", "full", "multi"]
+    assert body["hits"][0]["path"] == "b"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 
 import httpx
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from polyseek.models.base import plan_batches
 
-from support import DEFAULT_MODEL
+from support import DEFAULT_MODEL, metric
 
 
 def test_plan_batches_respects_the_padded_token_budget():
@@ -33,18 +32,12 @@ def test_plan_batches_gives_an_oversized_item_its_own_batch():
     assert plan_batches([10, 5000, 10], max_batch_tokens=100, max_batch_size=8) == [[0, 2], [1]]
 
 
-def _metric(text: str, name: str) -> float:
-    """The default model's sample of `name`; 0 before its first observation."""
-    pattern = rf'^{name}\{{model="{DEFAULT_MODEL}"\}} (\S+)$'
-    found = re.search(pattern, text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server, minilm):
     rng = random.Random(1)
     words = ["alpha", "beta", "gamma", "search", "vector", "query", "index", "token", "batch"]
     texts = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(96)]
-    before = httpx.get(f"{server}/metrics").text
+    passes, sequences = (metric(server, "polyseek_batch_size_count"),
+                         metric(server, "polyseek_batch_size_sum"))
 
     async def one_client(client: httpx.AsyncClient, chunk: list[str]) -> list:
         response = await client.post(
@@ -65,11 +58,8 @@ def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server,
     alone = np.concatenate([minilm.encode([t]) for t in texts])
     np.testing.assert_allclose(got, alone, atol=2e-5)
 
-    after = httpx.get(f"{server}/metrics").text
-    passes = _metric(after, "polyseek_batch_size_count") - _metric(
-        before, "polyseek_batch_size_count")
-    sequences = _metric(after, "polyseek_batch_size_sum") - _metric(
-        before, "polyseek_batch_size_sum")
+    passes = metric(server, "polyseek_batch_size_count") - passes
+    sequences = metric(server, "polyseek_batch_size_sum") - sequences
     assert sequences == len(texts)
     assert passes < len(texts) / 2, "concurrent requests were not merged into shared batches"
 
@@ -106,3 +96,28 @@ def test_a_failing_forward_pass_fails_its_request_not_the_worker(minilm):
         batcher.close()
     np.testing.assert_allclose(vector, minilm.encode(["still serving"], normalize=False)[0],
                                atol=1e-5)
+
+
+def test_interactive_jobs_overtake_queued_bulk_jobs(minilm):
+    from polyseek.runtime.batcher import Batcher, BatchLimits
+    from polyseek.runtime.metrics import Metrics
+
+    # a window of one job: jobs finish in the order the worker schedules them
+    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(window_tokens=1), Metrics())
+    finished: list[str] = []
+
+    async def request(name: str, bulk: bool) -> None:
+        await batcher.run(minilm.prepare([f"{name}: some text to embed"]), bulk=bulk)
+        finished.append(name)
+
+    async def run() -> None:
+        bulk = [asyncio.create_task(request(f"bulk{i}", True)) for i in range(12)]
+        await asyncio.sleep(0)  # the bulk jobs are queued
+        await asyncio.gather(request("query", False), *bulk)
+
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.close()
+    assert finished.index("query") <= 2, finished  # behind the window in flight at most
+    assert [n for n in finished if n != "query"] == [f"bulk{i}" for i in range(12)]

@@ -1,7 +1,10 @@
 """POST /v1/index and /v1/search: the Qdrant-backed retrieval layer over HTTP.
 
-The store (embedded Qdrant under `--data`, or a server at `--qdrant-url`) is opened on first
-use; its calls are serialised, since embedded Qdrant is a single-writer database.
+Models are reached through the runtime's engines, like /v1/embeddings and /v1/rerank: batched
+with concurrent requests (indexing in the batcher's bulk lane, behind interactive requests),
+counted in /metrics, refused with 429 when the queue is full. The store (embedded Qdrant under
+`--data`, or a server at `--qdrant-url`) is opened on first use and shared in short calls, one
+at a time (`Store.call`), never held while a model runs: searches are served during indexing.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
-from polyseek.retrieval import Store, index_documents, search
+from polyseek.retrieval import Store, index_documents, search_async
+from polyseek.retrieval.encoders import EngineEncoder, EngineScorer
 from polyseek.runtime.inputs import model_inputs, refuse_images
 
 router = APIRouter(prefix="/v1")
@@ -79,21 +83,27 @@ class CollectionList(BaseModel):
 
 
 class StoreHolder:
-    """Opens the store on first use and runs its calls one at a time, off the event loop."""
+    """Opens the store on first use; requests share it through `Store.call`."""
 
     def __init__(self, data_dir: str, url: str | None):
         self.data_dir, self.url = data_dir, url
         self._store: Store | None = None
         self._lock = threading.Lock()
 
-    async def run(self, fn, *args, **kwargs):
-        def call():
-            with self._lock:
-                if self._store is None:
-                    self._store = Store(self.data_dir, self.url)
-                return fn(*args, store=self._store, **kwargs)
+    async def get(self) -> Store:
+        if self._store is None:
+            await asyncio.to_thread(self._open)
+        return self._store
 
-        return await asyncio.to_thread(call)
+    async def run(self, fn, *args):
+        """`fn(store, *args)` as one store call."""
+        store = await self.get()
+        return await store.call(fn, store, *args)
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._store is None:
+                self._store = Store(self.data_dir, self.url)
 
     def close(self) -> None:
         with self._lock:
@@ -104,26 +114,28 @@ class StoreHolder:
 
 @router.post("/index", responses=ERROR_RESPONSES)
 async def create_index(body: IndexRequest, request: Request) -> dict:
-    engine = request.app.state.registry.embedding_engine(body.model)
+    encoder = EngineEncoder(request.app.state.registry.embedding_engine(body.model), bulk=True)
     documents = [(d.id, d.text) for d in body.documents]
-    summary = await request.app.state.store.run(index_documents, documents, body.collection,
-                                                engine.model)
+    summary = await index_documents(documents, body.collection, encoder,
+                                    store=await request.app.state.store.get())
     return summary.as_dict()
 
 
 @router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
 async def create_search(body: SearchRequest, request: Request) -> SearchResponse:
     registry, store = request.app.state.registry, request.app.state.store
-    spec = await store.run(lambda store: store.spec(body.collection))
-    model = registry.embedding_engine(spec.model).model
-    reranker = registry.rerank_engine(body.rerank).model if body.rerank else None
+    spec = await store.run(Store.spec, body.collection)
+    engine = registry.embedding_engine(spec.model)
+    reranker = registry.rerank_engine(body.rerank) if body.rerank else None
     item = to_item(body.query)
     if reranker is not None:
         refuse_images(body.rerank, reranker.capabilities.modalities, [item], [("query",)])
     (query,) = await model_inputs([item], request.app.state.settings.image_limits, spec.model,
-                                  model.capabilities.modalities, [("query",)])
-    result = await store.run(search, query, body.collection, model, top_k=body.top_k,
-                             rerank=reranker, explain=body.explain)
+                                  engine.capabilities.modalities, [("query",)])
+    result = await search_async(query, body.collection, EngineEncoder(engine),
+                                store=await store.get(), top_k=body.top_k,
+                                rerank=EngineScorer(reranker) if reranker else None,
+                                explain=body.explain)
     found = result.as_dict()
     return SearchResponse(collection=body.collection, model=spec.model, hits=found["hits"],
                           stages=found["stages"])
@@ -148,7 +160,7 @@ async def list_collections(request: Request) -> CollectionList:
             response_class=FileResponse)
 async def get_thumbnail(name: str, request: Request) -> FileResponse:
     """The preview of an indexed image or PDF page, as named in a search hit."""
-    path = await request.app.state.store.run(lambda store: store.thumbnail_path(name))
+    path = await request.app.state.store.run(Store.thumbnail_path, name)
     if path is None:
         raise HTTPException(404, f"no thumbnail {name!r}")
     return FileResponse(path, media_type="image/jpeg")

@@ -73,13 +73,15 @@ class EncodeJob:
     """One sequence for one forward pass.
 
     `spans` set: return one mean-pooled vector per (start, end) token span (late chunking).
-    `multivector` set: return every token's vector. Neither: the model's own pooling.
+    `multivector` set: return every token's vector; with `with_pooled` too, the pair
+    (pooled vector, token vectors) from the same forward pass. Neither: the model's own pooling.
     """
 
     ids: list[int]
     task: str | None = None
     spans: list[tuple[int, int]] | None = None
     multivector: bool = False
+    with_pooled: bool = False
 
     @property
     def n_tokens(self) -> int:

@@ -532,7 +532,8 @@ class JinaEmbeddingsV4:
 
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
         """Forward passes over `jobs` (one per adapter among them): per job the normalised
-        single vector [dim], or with `multivector` the valid tokens' vectors [T, P]."""
+        single vector [dim], or with `multivector` the valid tokens' vectors [T, P] (with
+        `with_pooled`, the pair of both)."""
         outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
         by_adapter: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
@@ -553,10 +554,12 @@ class JinaEmbeddingsV4:
         out = self.model(ids, mask, pixel_values, grid, task=adapter)
         results = []
         for row, job in enumerate(jobs):
+            pooled = out.single_vec_emb[row].float().numpy()
+            tokens = out.multi_vec_emb[row, : lengths[row]].float().numpy()
             if job.multivector:
-                results.append(out.multi_vec_emb[row, : lengths[row]].float().numpy())
+                results.append((pooled, tokens) if job.with_pooled else tokens)
             else:
-                results.append(out.single_vec_emb[row].float().numpy())
+                results.append(pooled)
         return results
 
     # -- Python API ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ on every worker node (a shared filesystem).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import shutil
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from polyseek.errors import PolyseekError
 from polyseek.retrieval.documents import read_chunks
+from polyseek.retrieval.encoders import LocalModel
 from polyseek.retrieval.ingest import (
     DEFAULT_OVERLAP,
     FileResult,
@@ -53,7 +55,7 @@ class FileEmbedder:
                  thumbnail_dir: str):
         from polyseek.models import load_model
 
-        self.model = load_model(source, name=name)
+        self.encoder = LocalModel(load_model(source, name=name))
         self.spec, self.size, self.overlap = spec, size, overlap
         self.thumbnail_dir = Path(thumbnail_dir)  # shared with the driver (same machine or FS)
 
@@ -69,8 +71,9 @@ class FileEmbedder:
     def _embed(self, path: str, digest: str) -> tuple[bytes, str]:
         """The file's pickled points, or an error message."""
         try:
-            chunks = read_chunks(Path(path), self.model, self.size, self.overlap)
-            points = file_points(path, digest, chunks, self.model, self.spec, self.thumbnail_dir)
+            chunks = read_chunks(Path(path), self.encoder, self.size, self.overlap)
+            points = asyncio.run(file_points(path, digest, chunks, self.encoder, self.spec,
+                                             self.thumbnail_dir))
             return pickle.dumps(points), ""
         except Exception as exc:  # reported per file by the driver, like index_paths does
             return b"", f"{type(exc).__name__}: {exc}"
@@ -158,7 +161,7 @@ def index_paths_ray(
             if isinstance(planned, FileResult):
                 record(planned)
             elif planned[1]:  # stored whole: only its other versions go
-                record(write_points(str(path), planned[0], list, collection, store, run.stored))
+                record(write_points(str(path), planned[0], None, collection, store, run.stored))
             else:
                 todo.append((str(path), planned[0]))
         if todo:
@@ -173,5 +176,5 @@ def _write_row(row: dict, collection: str, store: Store, run: IndexRun) -> FileR
     """Upsert one file's points from a worker row (or report its error); drop stale versions."""
     if row["error"]:
         return FileResult(row["path"], "error", error=row["error"])
-    return write_points(row["path"], row["digest"], lambda: pickle.loads(row["points"]),
-                        collection, store, run.stored)
+    return write_points(row["path"], row["digest"], pickle.loads(row["points"]), collection,
+                        store, run.stored)

@@ -1,19 +1,21 @@
-"""`index_paths`: files to points, idempotent and resumable.
+"""Indexing, idempotent and resumable: `index_paths` (files, in process: the CLI) and
+`index_documents` (texts, the server's /v1/index).
 
 Point ids are uuid5(path, page, chunk index, chunk hash), and every point carries its file's
 content hash and chunk count. A file whose complete current version is stored is skipped
 without being read by the model; a new or changed file is embedded and upserted in one call,
 then its older versions are deleted; files gone from disk lose their points. An interrupted run
-therefore leaves whole files behind, and the next run picks up where it stopped.
+therefore leaves whole files behind, and the next run picks up where it stopped. Models are
+reached only through an `Encoder` (polyseek.retrieval.encoders).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from polyseek.models.base import Capabilities
 from polyseek.retrieval.documents import Chunk, discover, file_hash, read_chunks, text_chunks
+from polyseek.retrieval.encoders import Embedding, Encoder, LocalModel
 from polyseek.retrieval.store import (
     FULL,
     MULTI,
@@ -46,6 +50,7 @@ ID_NAMESPACE = uuid.UUID("5f0b6d1e-8c1a-4c7e-9a43-2b1f4f0c9d70")
 DEFAULT_OVERLAP = 32
 MAX_CHUNK_TOKENS = 256
 SPECIAL_TOKEN_ROOM = 16  # special tokens and a task prompt must fit next to a chunk
+EMBED_GROUP = 32  # chunks per embedding request while indexing
 
 
 @dataclass
@@ -95,39 +100,57 @@ def role_task(tasks: Sequence[str], role: str) -> str | None:
     return next((name for name in names if name in tasks), None)
 
 
-def embed_chunks(model, chunks: list[Chunk], spec: CollectionSpec) -> list[dict[str, object]]:
-    """Named vectors per chunk: full, and short / multi when the collection has them."""
-    items = [c.image if c.image is not None else c.text for c in chunks]
-    task = role_task(model.capabilities.tasks, "document")
-    full = np.asarray(model.encode(items, task=task), dtype=np.float32)
-    vectors: list[dict[str, object]] = [{FULL: v.tolist()} for v in full]
-    if spec.short_dim:  # a normalised prefix of the normalised vector is the truncated one
-        short = full[:, : spec.short_dim]
-        short /= np.maximum(np.linalg.norm(short, axis=1, keepdims=True), 1e-12)
-        for named, v in zip(vectors, short, strict=True):
-            named[SHORT] = v.tolist()
+def default_chunk_tokens(capabilities: Capabilities) -> int:
+    return min(MAX_CHUNK_TOKENS, capabilities.max_tokens) - SPECIAL_TOKEN_ROOM
+
+
+def named_vectors(embedding: Embedding, spec: CollectionSpec) -> dict[str, object]:
+    """A point's (or query's) named vectors: full, and short / multi when the collection has
+    them. A normalised prefix of the normalised vector is the truncated one."""
+    named: dict[str, object] = {FULL: embedding.vector.tolist()}
+    if spec.short_dim:
+        prefix = embedding.vector[: spec.short_dim]
+        named[SHORT] = (prefix / max(float(np.linalg.norm(prefix)), 1e-12)).tolist()
     if spec.multivector_dim:
-        for named, tokens in zip(vectors, model.encode(items, task=task, multivector=True),
-                                 strict=True):
-            named[MULTI] = np.asarray(tokens, dtype=np.float32).tolist()
+        named[MULTI] = embedding.tokens.tolist()
+    return named
+
+
+async def embed_chunks(encoder: Encoder, chunks: Sequence[Chunk],
+                       spec: CollectionSpec) -> list[dict[str, object]]:
+    """Named vectors per chunk; the encoder gets EMBED_GROUP chunks at a time."""
+    task = role_task(encoder.capabilities.tasks, "document")
+    vectors: list[dict[str, object]] = []
+    for start in range(0, len(chunks), EMBED_GROUP):
+        items = [c.image if c.image is not None else c.text
+                 for c in chunks[start : start + EMBED_GROUP]]
+        embeddings = await encoder.embed(items, task, bool(spec.multivector_dim))
+        vectors += [named_vectors(e, spec) for e in embeddings]
     return vectors
 
 
-def file_points(path: str, digest: str, chunks: list[Chunk], model, spec: CollectionSpec,
-                thumbnail_dir: Path) -> list[qm.PointStruct]:
-    """The points of one file version; previews of its images or pages go to `thumbnail_dir`."""
-    vectors = embed_chunks(model, chunks, spec) if chunks else []
+def chunk_points(key: str, digest: str, chunks: Sequence[Chunk],
+                 vectors: Sequence[dict[str, object]], thumbnail_dir: Path) -> list[qm.PointStruct]:
+    """The points of one document version; previews of its images or pages go to
+    `thumbnail_dir`."""
     return [
         qm.PointStruct(
-            id=point_id(path, chunk, i),
+            id=point_id(key, chunk, i),
             vector=named,
-            payload={"path": path, "page": chunk.page, "chunk": i, "text": chunk.text,
+            payload={"path": key, "page": chunk.page, "chunk": i, "text": chunk.text,
                      "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks),
                      "thumbnail": save_thumbnail(chunk.thumbnail, thumbnail_dir)
                      if chunk.thumbnail else None},
         )
         for i, (chunk, named) in enumerate(zip(chunks, vectors, strict=True))
     ]
+
+
+async def file_points(path: str, digest: str, chunks: list[Chunk], encoder: Encoder,
+                      spec: CollectionSpec, thumbnail_dir: Path) -> list[qm.PointStruct]:
+    """The points of one file version, its chunks embedded by `encoder`."""
+    vectors = await embed_chunks(encoder, chunks, spec)
+    return chunk_points(path, digest, chunks, vectors, thumbnail_dir)
 
 
 @dataclass
@@ -151,8 +174,7 @@ def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Stor
     roots = [Path(p).resolve() for p in paths]
     wanted = spec_for(model, source, short_dim)
     spec = store.ensure_collection(collection, wanted, model)
-    size = chunk_tokens or min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens
-                               ) - SPECIAL_TOKEN_ROOM
+    size = chunk_tokens or default_chunk_tokens(model.capabilities)
     files = discover(roots, model.capabilities.modalities)
     return IndexRun(roots, files, spec, wanted.source, size, overlap,
                     store.stored_files(collection), store.thumbnail_dir)
@@ -179,19 +201,21 @@ def index_paths(
     progress: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
 ) -> IndexSummary:
-    """Index the supported files under `paths` into `collection`, embedding with `model`.
+    """Index the supported files under `paths` into `collection`, embedding with `model`
+    (loaded in this process).
 
     source: how to load `model` again (recorded with the collection; default: its directory).
     short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models.
     on_file: called after each file is written (or skipped, or failed).
     """
-    run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim)
+    encoder = LocalModel(model)
+    run = prepare_run(paths, collection, encoder, store, source, chunk_tokens, overlap,
+                      short_dim)
     summary = IndexSummary(collection, files=len(run.files))
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)
         for path in run.files:
-            result = _index_file(path, collection, model, run.spec, store, run.stored,
-                                 run.size, run.overlap)
+            result = _index_file(path, collection, encoder, store, run)
             summary.add(result)
             bar.update(task, advance=1, chunks=summary.embedded)
             if on_file:
@@ -215,73 +239,109 @@ def _is_whole(stored: dict[str, dict[str, StoredFile]], key: str, digest: str) -
     return current is not None and len(current.ids) == current.n_chunks
 
 
-def _index_file(path: Path, collection: str, model, spec: CollectionSpec, store: Store,
-                stored: dict[str, dict[str, StoredFile]], size: int,
-                overlap: int) -> FileResult:
+def _index_file(path: Path, collection: str, encoder: Encoder, store: Store,
+                run: IndexRun) -> FileResult:
     """Write the current version of one file unless it is complete already; drop old ones.
 
     Any error reading or embedding the file is reported in the result, never raised.
     """
-    planned = plan_file(path, stored)
+    planned = plan_file(path, run.stored)
     if isinstance(planned, FileResult):
         return planned
-    return _write_version(str(path), planned[0], lambda: read_chunks(path, model, size, overlap),
-                          collection, model, spec, store, stored)
+    digest, whole = planned
+    points = None
+    if not whole:
+        try:
+            chunks = read_chunks(path, encoder, run.size, run.overlap)
+            points = asyncio.run(file_points(str(path), digest, chunks, encoder, run.spec,
+                                             store.thumbnail_dir))
+        except Exception as exc:  # an unreadable file is reported and skipped
+            return FileResult(str(path), "error", error=f"{type(exc).__name__}: {exc}")
+    return write_points(str(path), digest, points, collection, store, run.stored)
 
 
-def _write_version(key: str, digest: str, load_chunks: Callable[[], list[Chunk]],
-                   collection: str, model, spec: CollectionSpec, store: Store,
-                   stored: dict[str, dict[str, StoredFile]]) -> FileResult:
-    """Upsert version `digest` of document `key` unless it is stored whole; drop other versions."""
-    return write_points(key, digest, lambda: file_points(key, digest, load_chunks(), model, spec,
-                                                          store.thumbnail_dir),
-                        collection, store, stored)
-
-
-def write_points(key: str, digest: str, make_points: Callable[[], list[qm.PointStruct]],
-                 collection: str, store: Store,
-                 stored: dict[str, dict[str, StoredFile]]) -> FileResult:
-    """Upsert the points of version `digest` of `key` unless that version is stored whole, then
-    delete its other versions. An error making the points is reported, never raised (and then
-    nothing is deleted)."""
-    versions = stored.get(key, {})
-    try:
-        if _is_whole(stored, key, digest):
-            result = FileResult(key, "unchanged", versions[digest].n_chunks)
-        else:
-            points = make_points()
-            store.upsert(collection, points)
-            result = FileResult(key, "indexed", len(points))
-    except Exception as exc:  # an unreadable document is reported and skipped
-        return FileResult(key, "error", error=f"{type(exc).__name__}: {exc}")
-    stale = [i for d, version in versions.items() if d != digest for i in version.ids]
+def write_points(key: str, digest: str, points: list[qm.PointStruct] | None, collection: str,
+                 store: Store, stored: dict[str, dict[str, StoredFile]]) -> FileResult:
+    """Upsert `points`, version `digest` of `key` (None: that version is stored whole), then
+    delete the other versions of `key`."""
+    if points is None:
+        result = FileResult(key, "unchanged", stored[key][digest].n_chunks)
+    else:
+        store.upsert(collection, points)
+        result = FileResult(key, "indexed", len(points))
+    stale = [i for d, version in stored.get(key, {}).items() if d != digest for i in version.ids]
     store.delete_ids(collection, stale)
     result.deleted = len(stale)
     return result
 
 
-def index_documents(
+@dataclass
+class _Document:
+    key: str
+    digest: str
+    chunks: list[Chunk]
+
+
+async def index_documents(
     documents: Sequence[tuple[str, str]],
     collection: str,
-    model,
+    encoder: Encoder,
     *,
     store: Store,
     source: str | None = None,
     overlap: int = DEFAULT_OVERLAP,
 ) -> IndexSummary:
     """Index (id, text) documents given in memory, with the same idempotence as files:
-    an id whose text is stored whole is skipped, a changed text replaces its old chunks."""
-    spec = store.ensure_collection(collection, spec_for(model, source), model)
-    size = min(MAX_CHUNK_TOKENS, model.capabilities.max_tokens) - SPECIAL_TOKEN_ROOM
-    stored = store.stored_files(collection)
+    an id whose text is stored whole is skipped, a changed text replaces its old chunks.
+
+    The store is used in short calls (the collection, what is stored, one document's points);
+    chunks are embedded between them, about EMBED_GROUP at a time, so concurrent requests keep
+    being served. An error stops the run: documents written so far stay, a retry skips them.
+    """
+    spec = await store.call(store.ensure_collection, collection, spec_for(encoder, source),
+                            encoder)
+    stored = await store.call(store.stored_files, collection)
     summary = IndexSummary(collection, files=len(documents))
+    changed: list[tuple[str, str, str]] = []
     for key, text in documents:
         digest = hashlib.sha256(text.encode()).hexdigest()
-        chunks = partial(text_chunks, text, model, size, overlap)
-        result = _write_version(key, digest, chunks, collection, model, spec, store, stored)
-        summary.add(result)
-    summary.points = store.count(collection)
+        if _is_whole(stored, key, digest):
+            summary.add(await store.call(write_points, key, digest, None, collection, store,
+                                         stored))
+        else:
+            changed.append((key, digest, text))
+    chunked = await asyncio.to_thread(_chunk_documents, changed, encoder, overlap)
+    for group in _groups(chunked, EMBED_GROUP):
+        vectors = await embed_chunks(encoder, [c for doc in group for c in doc.chunks], spec)
+        for doc in group:
+            named, vectors = vectors[: len(doc.chunks)], vectors[len(doc.chunks) :]
+            points = chunk_points(doc.key, doc.digest, doc.chunks, named, store.thumbnail_dir)
+            summary.add(await store.call(write_points, doc.key, doc.digest, points, collection,
+                                         store, stored))
+    summary.points = await store.call(store.count, collection)
     return summary
+
+
+def _chunk_documents(documents: list[tuple[str, str, str]], encoder: Encoder,
+                     overlap: int) -> list[_Document]:
+    """(key, digest, text) -> the text's token windows, sized for `encoder`."""
+    size = default_chunk_tokens(encoder.capabilities)
+    return [_Document(key, digest, text_chunks(text, encoder, size, overlap))
+            for key, digest, text in documents]
+
+
+def _groups(documents: list[_Document], chunks: int) -> Iterator[list[_Document]]:
+    """Consecutive documents holding at least `chunks` chunks together (the last group fewer)."""
+    group: list[_Document] = []
+    count = 0
+    for doc in documents:
+        group.append(doc)
+        count += len(doc.chunks)
+        if count >= chunks:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
 
 
 def _remove_missing(roots: list[Path], files: list[Path], collection: str, store: Store,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 from qdrant_client import models as qm
 
 from polyseek.errors import InvalidInput
 from polyseek.models.base import Input
-from polyseek.retrieval.ingest import role_task
+from polyseek.retrieval.encoders import Encoder, LocalModel, Scorer
+from polyseek.retrieval.ingest import named_vectors, role_task
 from polyseek.retrieval.store import FULL, MULTI, SHORT, CollectionSpec, Store
 
 PREFETCH_FACTOR = 10  # short-vector candidates per result
@@ -56,35 +57,22 @@ class SearchResult:
         return asdict(self)
 
 
-@dataclass
-class QueryVectors:
-    full: list[float]
-    short: list[float] | None
-    multi: list[list[float]] | None
+async def encode_query(encoder: Encoder, query: Input,
+                       spec: CollectionSpec) -> dict[str, object]:
+    """The query's named vectors, one per vector the collection holds (one forward pass)."""
+    task = role_task(encoder.capabilities.tasks, "query")
+    (embedding,) = await encoder.embed([query], task, bool(spec.multivector_dim))
+    return named_vectors(embedding, spec)
 
 
-def encode_query(model, query: Input, spec: CollectionSpec) -> QueryVectors:
-    """The query's vectors for each named vector the collection holds."""
-    task = role_task(model.capabilities.tasks, "query")
-    full = np.asarray(model.encode([query], task=task), dtype=np.float32)[0]
-    short = None
-    if spec.short_dim:
-        prefix = full[: spec.short_dim]
-        short = (prefix / max(float(np.linalg.norm(prefix)), 1e-12)).tolist()
-    multi = None
-    if spec.multivector_dim:
-        multi = np.asarray(model.encode([query], task=task, multivector=True)[0]).tolist()
-    return QueryVectors(full.tolist(), short, multi)
-
-
-def plan(vectors: QueryVectors, limit: int) -> list[tuple[str, object, int]]:
+def plan(vectors: dict[str, object], limit: int) -> list[tuple[str, object, int]]:
     """The stages as (named vector, query, limit), first to last."""
     stages: list[tuple[str, object, int]] = []
-    if vectors.short is not None:
-        stages.append((SHORT, vectors.short, max(limit * PREFETCH_FACTOR, MIN_CANDIDATES * 5)))
-    stages.append((FULL, vectors.full, limit))
-    if vectors.multi is not None:
-        stages.append((MULTI, vectors.multi, limit))
+    if SHORT in vectors:
+        stages.append((SHORT, vectors[SHORT], max(limit * PREFETCH_FACTOR, MIN_CANDIDATES * 5)))
+    stages.append((FULL, vectors[FULL], limit))
+    if MULTI in vectors:
+        stages.append((MULTI, vectors[MULTI], limit))
     return stages
 
 
@@ -99,24 +87,48 @@ def run_stages(store: Store, collection: str, stages: list[tuple[str, object, in
                                      prefetch=prefetch, with_payload=True).points
 
 
-def rerank_hits(reranker, query: Input, hits: list[Hit]) -> list[Hit]:
-    """Hits re-scored by `reranker`, best first; hits without text keep their order after."""
-    kind = getattr(reranker.capabilities, "reranker", None)
-    if not kind:
-        raise InvalidInput(f"model {getattr(reranker, 'name', '?')!r} cannot rerank")
+async def rerank_hits(scorer: Scorer, query: Input, hits: list[Hit]) -> list[Hit]:
+    """Hits re-scored by `scorer`, best first; hits without text keep their order after."""
     texts = [h for h in hits if h.text]
     if not texts:
         return hits
-    documents = [h.text for h in texts]
-    if kind == "bi-encoder":
-        vectors = np.asarray(reranker.encode([query, *documents]), dtype=np.float32)
-        scores = (vectors[1:] @ vectors[0]).tolist()
-    else:
-        scores = list(reranker.score(query, documents))
+    scores = await scorer.rerank(query, [h.text for h in texts])
     rescored = [Hit(**{**asdict(h), "score": float(s)}) for h, s in zip(texts, scores,
                                                                         strict=True)]
     rescored.sort(key=lambda h: h.score, reverse=True)
     return rescored + [h for h in hits if not h.text]
+
+
+async def search_async(
+    query: Input,
+    collection: str,
+    encoder: Encoder,
+    *,
+    store: Store,
+    top_k: int = 10,
+    rerank: Scorer | None = None,
+    explain: bool = False,
+) -> SearchResult:
+    """The `top_k` best chunks of `collection` for `query`; `encoder` must be the model that
+    built it. `rerank`: re-scores the top candidates. `explain`: also return every stage's
+    candidates and scores. The store is used in short calls, the models between them."""
+    if top_k < 1:
+        raise InvalidInput("top_k must be at least 1", ("top_k",))
+    spec = await store.call(store.check_model, collection, encoder)
+    limit = max(top_k * RERANK_FACTOR, MIN_CANDIDATES) if rerank is not None else top_k
+    stages = plan(await encode_query(encoder, query, spec), limit)
+    points = await store.call(run_stages, store, collection, stages, len(stages))
+    hits = [Hit.from_point(p) for p in points]
+    trace = []
+    if explain:
+        for n, (using, _, _) in enumerate(stages, start=1):
+            points = await store.call(run_stages, store, collection, stages, n)
+            name = "prefetch" if n < len(stages) else "rescore"
+            trace.append(Stage(name, using, [Hit.from_point(p) for p in points]))
+    if rerank is not None:
+        hits = await rerank_hits(rerank, query, hits)
+        trace.append(Stage("rerank", rerank.name or "reranker", hits))
+    return SearchResult(query, collection, hits[:top_k], trace if explain else [])
 
 
 def search(
@@ -129,22 +141,8 @@ def search(
     rerank=None,
     explain: bool = False,
 ) -> SearchResult:
-    """The `top_k` best chunks of `collection` for `query`; `model` must be the one that built
-    it. `rerank`: a model with `capabilities.reranker` re-scoring the top candidates.
-    `explain`: also return every stage's candidates and scores."""
-    if top_k < 1:
-        raise InvalidInput("top_k must be at least 1", ("top_k",))
-    spec = store.check_model(collection, model)
-    limit = max(top_k * RERANK_FACTOR, MIN_CANDIDATES) if rerank is not None else top_k
-    stages = plan(encode_query(model, query, spec), limit)
-    hits = [Hit.from_point(p) for p in run_stages(store, collection, stages, len(stages))]
-    trace = []
-    if explain:
-        for n, (using, _, _) in enumerate(stages, start=1):
-            points = run_stages(store, collection, stages, n)
-            name = "prefetch" if n < len(stages) else "rescore"
-            trace.append(Stage(name, using, [Hit.from_point(p) for p in points]))
-    if rerank is not None:
-        hits = rerank_hits(rerank, query, hits)
-        trace.append(Stage("rerank", getattr(rerank, "name", "") or "reranker", hits))
-    return SearchResult(query, collection, hits[:top_k], trace if explain else [])
+    """`search_async` with models loaded in this process (`rerank`: any model that can
+    rerank), as the CLI runs it."""
+    scorer = LocalModel(rerank) if rerank is not None else None
+    return asyncio.run(search_async(query, collection, LocalModel(model), store=store,
+                                    top_k=top_k, rerank=scorer, explain=explain))

@@ -10,14 +10,16 @@ the same client and the same calls. Each point holds named vectors:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
 import re
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 from qdrant_client import QdrantClient
@@ -31,6 +33,7 @@ DEFAULT_DATA_DIR = Path("polyseek-data")
 PREFERRED_SHORT_DIM = 128
 THUMBNAIL_SIZE = 320  # longest side of a preview, pixels
 THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}\.jpg")
+T = TypeVar("T")
 
 
 def save_thumbnail(image: Image.Image, directory: Path) -> str:
@@ -133,6 +136,17 @@ class Store:
         # previews of images and PDF pages live beside the store, also for a Qdrant server
         self.thumbnail_dir = path / "thumbnails"
         self.client = QdrantClient(url=url) if url else QdrantClient(path=str(path))
+        self._lock = threading.Lock()
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on a worker thread, one call at a time: how concurrent requests share
+        the store (embedded Qdrant is single-writer). Keep `fn` short: no model calls."""
+
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
 
     def thumbnail_path(self, name: str) -> Path | None:
         """The file of a stored preview; None for an unknown or malformed name."""
@@ -142,7 +156,8 @@ class Store:
         return path if path.is_file() else None
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            self.client.close()
 
     def __enter__(self) -> Store:
         return self

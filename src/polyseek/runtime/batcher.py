@@ -1,11 +1,15 @@
 """Dynamic batching: concurrent requests share token-budget forward passes on one worker.
 
-Requests enqueue their jobs and await futures. The worker thread takes a window from the
-head of the queue (first come, first served, about `window_tokens` tokens), groups it by task,
-sorts it by length and cuts batches whose padded size (members x longest) stays within
-`max_batch_tokens`, so long and short inputs rarely pad each other. Windows keep requests
-flowing: the first requests are answered while later ones are computed, instead of every
-client waiting for the whole queue.
+Requests enqueue their jobs and await futures. Jobs wait in one of two first-come-first-served
+lanes: interactive (queries, /v1/embeddings, /v1/rerank) and bulk (indexing). The worker thread
+takes a window of about `window_tokens` tokens, interactive jobs first and bulk jobs in the
+room left, groups it by task, sorts it by length and cuts batches whose padded size
+(members x longest) stays within `max_batch_tokens`, so long and short inputs rarely pad each
+other. Windows keep requests flowing: the first requests are answered while later ones are
+computed, and an interactive request waits for at most the window in flight, never behind
+queued bulk work. Bulk callers submit moderate groups of jobs, one after another.
+
+Both lanes share `max_queue`: a request that would exceed it gets Overloaded (HTTP 429).
 """
 
 from __future__ import annotations
@@ -45,27 +49,34 @@ class Batcher:
         self.name = name
         self.limits = limits
         self.metrics = metrics
-        self._queue: list[_Pending] = []
+        self._interactive: list[_Pending] = []
+        self._bulk: list[_Pending] = []
         self._wakeup = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    async def run(self, jobs: list[EncodeJob]) -> list[np.ndarray]:
-        """Outputs of `jobs`, in order, computed alongside whatever else is queued."""
+    async def run(self, jobs: list[EncodeJob], bulk: bool = False) -> list[np.ndarray]:
+        """Outputs of `jobs`, in order, computed alongside whatever else is queued.
+
+        bulk: queue behind every interactive job (indexing); False for requests a user waits on.
+        """
         loop = asyncio.get_running_loop()
         pending = [_Pending(job, loop.create_future(), loop) for job in jobs]
         with self._wakeup:
             if self._closed:
                 raise RuntimeError(f"batcher for {self.name!r} is closed")
-            if self._queue and len(self._queue) + len(jobs) > self.limits.max_queue:
-                raise Overloaded(
-                    f"{self.name!r} has {len(self._queue)} sequences queued; retry shortly"
-                )
-            self._queue.extend(pending)
-            self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+            queued = self._queued
+            if queued and queued + len(jobs) > self.limits.max_queue:
+                raise Overloaded(f"{self.name!r} has {queued} sequences queued; retry shortly")
+            (self._bulk if bulk else self._interactive).extend(pending)
+            self.metrics.queue_depth.labels(self.name).set(self._queued)
             self._wakeup.notify()
         return list(await asyncio.gather(*(p.future for p in pending)))
+
+    @property
+    def _queued(self) -> int:
+        return len(self._interactive) + len(self._bulk)
 
     def close(self) -> None:
         with self._wakeup:
@@ -76,24 +87,28 @@ class Batcher:
     def _work(self) -> None:
         while True:
             with self._wakeup:
-                while not self._queue and not self._closed:
+                while not self._queued and not self._closed:
                     self._wakeup.wait()
                 if self._closed:
                     return
                 taken = self._take_window()
-                self.metrics.queue_depth.labels(self.name).set(len(self._queue))
+                self.metrics.queue_depth.labels(self.name).set(self._queued)
             taken = [p for p in taken if not p.future.done()]  # drop cancelled requests
             by_task = sorted(taken, key=lambda p: p.job.task or "")
             for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
                 self._run_group(list(group))
 
     def _take_window(self) -> list[_Pending]:
-        """Pop jobs from the head of the queue until about `window_tokens` are taken."""
-        tokens, count = 0, 0
-        while count < len(self._queue) and tokens < self.limits.window_tokens:
-            tokens += self._queue[count].job.n_tokens
-            count += 1
-        taken, self._queue = self._queue[:count], self._queue[count:]
+        """Pop about `window_tokens` tokens of jobs: interactive first, then bulk."""
+        taken: list[_Pending] = []
+        tokens = 0
+        for lane in (self._interactive, self._bulk):
+            count = 0
+            while count < len(lane) and tokens < self.limits.window_tokens:
+                tokens += lane[count].job.n_tokens
+                count += 1
+            taken += lane[:count]
+            del lane[:count]
         return taken
 
     def _run_group(self, group: list[_Pending]) -> None:

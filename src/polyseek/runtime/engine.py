@@ -18,6 +18,7 @@ from polyseek.runtime.batcher import Batcher
 class EmbedOutput:
     vectors: list[np.ndarray]  # per input: [dim], or [tokens, dim] for multi-vector
     n_tokens: int
+    pooled: list[np.ndarray] | None = None  # per input [dim], beside multi-vectors (with_pooled)
 
 
 class EmbeddingEngine:
@@ -43,13 +44,24 @@ class EmbeddingEngine:
         truncate: bool = False,
         late_chunking: bool = False,
         multivector: bool = False,
+        with_pooled: bool = False,
+        bulk: bool = False,
     ) -> EmbedOutput:
-        """Embed items; raises polyseek errors for input this model cannot take."""
+        """Embed items; raises polyseek errors for input this model cannot take.
+
+        with_pooled: with `multivector`, also the pooled vectors, from the same forward pass.
+        bulk: queue behind interactive requests (indexing).
+        """
         self.capabilities.check_dimensions(dimensions)
         jobs = await asyncio.to_thread(
             self.model.prepare, items, task, truncate, late_chunking, multivector
         )
-        outputs = await self.batcher.run(jobs)
-        vectors = [truncate_and_normalize(v, dimensions, normalized)
-                   for v in per_input(jobs, outputs)]
-        return EmbedOutput(vectors, sum(job.n_tokens for job in jobs))
+        for job in jobs:
+            job.with_pooled = multivector and with_pooled
+        outputs = per_input(jobs, await self.batcher.run(jobs, bulk=bulk))
+        pooled = None
+        if multivector and with_pooled:
+            pooled = [truncate_and_normalize(v, dimensions, normalized) for v, _ in outputs]
+            outputs = [tokens for _, tokens in outputs]
+        vectors = [truncate_and_normalize(v, dimensions, normalized) for v in outputs]
+        return EmbedOutput(vectors, sum(job.n_tokens for job in jobs), pooled)
