@@ -6,7 +6,7 @@ Models take `Input`s: a text, or an image already fetched and decoded (never a U
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -92,22 +92,12 @@ class EncodeJob:
 class Embedder(Protocol):
     capabilities: Capabilities
 
-    def encode(
-        self,
-        items: Sequence[Input],
-        task: str | None = None,
-        truncate_dim: int | None = None,
-        multivector: bool = False,
-    ) -> list[np.ndarray]: ...
+    def encode(self, items: Sequence[Input], task: str | None = None,
+               truncate_dim: int | None = None, multivector: bool = False
+               ) -> np.ndarray | list[np.ndarray]: ...
 
-    def prepare(
-        self,
-        items: Sequence[Input],
-        task: str | None = None,
-        truncate: bool = True,
-        late_chunking: bool = False,
-        multivector: bool = False,
-    ) -> list[EncodeJob]: ...
+    def prepare(self, items: Sequence[Input], task: str | None = None, truncate: bool = True,
+                late_chunking: bool = False, multivector: bool = False) -> list[EncodeJob]: ...
 
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]: ...
 
@@ -178,6 +168,21 @@ def plan_batches(
     return batches
 
 
+def jobs_per_input(items: Sequence[Input], text_job: Callable[[str, int], EncodeJob],
+                   image_job: Callable[[Image.Image], EncodeJob]) -> list[EncodeJob]:
+    """One job per input of a text-and-image model: `text_job(text, index)` or
+    `image_job(image)`."""
+    jobs = []
+    for index, item in enumerate(items):
+        if isinstance(item, str):
+            jobs.append(text_job(item, index))
+        elif isinstance(item, Image.Image):
+            jobs.append(image_job(item))
+        else:
+            raise TypeError(f"input[{index}]: expected text or image, got {type(item).__name__}")
+    return jobs
+
+
 def per_input(jobs: Sequence[EncodeJob], outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Flatten job outputs to one array per input: a late-chunking job yields one per span."""
     vectors: list[np.ndarray] = []
@@ -208,6 +213,23 @@ def run_jobs(model: Embedder | PairScorer, jobs: Sequence[EncodeJob], batch_size
         for i, out in zip(batch, model.embed_jobs([jobs[i] for i in batch]), strict=True):
             outputs[i] = out
     return per_input(jobs, outputs)
+
+
+def encode_inputs(model: Embedder, items: Sequence[Input], task: str | None,
+                  truncate_dim: int | None, multivector: bool, normalize: bool,
+                  late_chunking: bool, batch_size: int) -> np.ndarray | list[np.ndarray]:
+    """The Python `encode` every Embedder shares: [N, dim] float32 cut to the first
+    `truncate_dim` components (any size HTTP's `dimensions` takes), L2-normalised unless
+    `normalize=False`; with `multivector`, one [T_i, D] array per input. Inputs longer than
+    the context are truncated."""
+    model.capabilities.check_dimensions(truncate_dim)
+    jobs = model.prepare(items, task, True, late_chunking, multivector)
+    outputs = run_jobs(model, jobs, batch_size)
+    if multivector:
+        return [truncate_and_normalize(v, None, normalize) for v in outputs]
+    dim = truncate_dim or model.capabilities.dim
+    stacked = np.stack(outputs) if outputs else np.zeros((0, dim), np.float32)
+    return truncate_and_normalize(stacked, truncate_dim, normalize)
 
 
 def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:

@@ -29,16 +29,17 @@ from PIL import Image
 from torch import nn
 from transformers import AutoTokenizer
 
-from polyseek.errors import InputTooLarge, InvalidInput
+from polyseek.errors import InvalidInput
 from polyseek.models.base import (
     EncodeJob,
     Input,
+    encode_inputs,
+    jobs_per_input,
     pad_batch,
-    run_jobs,
-    truncate_and_normalize,
 )
 from polyseek.models.families import family_named
 from polyseek.models.jina_v3 import JinaV3Config, XLMRobertaLoRA, mean_pool
+from polyseek.models.text_encoder import tokenize
 
 FAMILY = family_named("jina-clip-v2")
 ARCHITECTURE = "JinaCLIPModel"
@@ -387,25 +388,13 @@ class JinaClipV2:
         if late_chunking:
             raise InvalidInput(f"model {self.name!r} does not support late chunking",
                                ("late_chunking",))
-        jobs: list[EncodeJob] = []
-        for index, item in enumerate(items):
-            if isinstance(item, str):
-                jobs.append(self._text_job(item, index, task, truncate))
-            elif isinstance(item, Image.Image):
-                jobs.append(self._image_job(item, task))
-            else:
-                raise TypeError(f"input[{index}]: expected text or image, got "
-                                f"{type(item).__name__}")
-        return jobs
+        return jobs_per_input(items, lambda text, i: self._text_job(text, i, task, truncate),
+                              lambda image: self._image_job(image, task))
 
     def _text_job(self, text: str, index: int, task: str | None, truncate: bool) -> ClipJob:
         limit = self.capabilities.max_tokens
         instruction = self.model.config.instructions.get(task, "") if task else ""
-        ids = self.tokenizer(instruction + text, truncation=truncate,
-                             max_length=limit if truncate else None)["input_ids"]
-        if len(ids) > limit:
-            raise InputTooLarge(f"input[{index}] has {len(ids)} tokens, over the {limit}-token "
-                                f"context of {self.name!r}; shorten it or set truncate=true")
+        (ids,) = tokenize(self.tokenizer, [text], instruction, limit, truncate, self.name, index)
         return ClipJob(ids, task)
 
     def _image_job(self, image: Image.Image, task: str | None) -> ClipJob:
@@ -440,9 +429,5 @@ class JinaClipV2:
                normalize: bool = True, batch_size: int = 16) -> np.ndarray:
         """Embed texts and images (mixed freely): [N, dim] float32, truncated to
         `truncate_dim` (`min_dim`..`dim`, as HTTP's `dimensions`), then L2-normalised."""
-        self.capabilities.check_dimensions(truncate_dim)
-        jobs = self.prepare(items, task, True, False, multivector)
-        outputs = run_jobs(self, jobs, batch_size)
-        if not outputs:
-            return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
-        return truncate_and_normalize(np.stack(outputs), truncate_dim, normalize)
+        return encode_inputs(self, items, task, truncate_dim, multivector, normalize, False,
+                             batch_size)

@@ -39,16 +39,17 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
     Qwen2_5_VLVisionRotaryEmbedding,
 )
 
-from polyseek.errors import InputTooLarge, InvalidInput
+from polyseek.errors import InvalidInput
 from polyseek.models.base import (
     EncodeJob,
     Input,
+    encode_inputs,
+    jobs_per_input,
     pad_batch,
-    run_jobs,
-    truncate_and_normalize,
 )
 from polyseek.models.checkpoint import qwen_vl_module_key
 from polyseek.models.families import family_named
+from polyseek.models.text_encoder import tokenize
 
 FAMILY = family_named("jina-embeddings-v4")
 ARCHITECTURE = "JinaEmbeddingsV4Model"
@@ -497,25 +498,15 @@ class JinaEmbeddingsV4:
         if late_chunking:
             raise InvalidInput(f"model {self.name!r} does not support late chunking yet",
                                ("late_chunking",))
-        jobs: list[EncodeJob] = []
-        for index, item in enumerate(items):
-            if isinstance(item, str):
-                jobs.append(self._text_job(item, index, task, truncate, multivector))
-            elif isinstance(item, Image.Image):
-                jobs.append(self._image_job(item, task, multivector))
-            else:
-                raise TypeError(f"input[{index}]: expected text or image, got "
-                                f"{type(item).__name__}")
-        return jobs
+        return jobs_per_input(
+            items, lambda text, i: self._text_job(text, i, task, truncate, multivector),
+            lambda image: self._image_job(image, task, multivector))
 
     def _text_job(self, text: str, index: int, task: str, truncate: bool,
                   multivector: bool) -> JinaV4Job:
         limit = self.capabilities.max_tokens
-        ids = self.tokenizer(API_TASKS[task][1] + text, truncation=truncate,
-                             max_length=limit if truncate else None)["input_ids"]
-        if len(ids) > limit:
-            raise InputTooLarge(f"input[{index}] has {len(ids)} tokens, over the {limit}-token "
-                                f"context of {self.name!r}; shorten it or set truncate=true")
+        (ids,) = tokenize(self.tokenizer, [text], API_TASKS[task][1], limit, truncate, self.name,
+                          index)
         return JinaV4Job(ids, task, multivector=multivector)
 
     def _image_job(self, image: Image.Image, task: str, multivector: bool) -> JinaV4Job:
@@ -573,11 +564,5 @@ class JinaEmbeddingsV4:
         HTTP's `dimensions`) and re-normalised. Multi-vector: one [T_i, multivector_dim] array
         per input (every valid token, prompt tokens included); `truncate_dim` does not apply.
         """
-        self.capabilities.check_dimensions(truncate_dim)
-        jobs = self.prepare(items, task, True, False, multivector)
-        outputs = run_jobs(self, jobs, batch_size)
-        if multivector:
-            return [truncate_and_normalize(v, None, normalize) for v in outputs]
-        if not outputs:
-            return np.zeros((0, truncate_dim or self.capabilities.dim), np.float32)
-        return truncate_and_normalize(np.stack(outputs), truncate_dim, normalize)
+        return encode_inputs(self, items, task, truncate_dim, multivector, normalize, False,
+                             batch_size)

@@ -20,8 +20,7 @@ from polyseek.models.base import (
     Capabilities,
     EncodeJob,
     Input,
-    run_jobs,
-    truncate_and_normalize,
+    encode_inputs,
 )
 
 # Smallest `dimensions` accepted by an encoder not trained for Matryoshka truncation.
@@ -46,6 +45,22 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
     start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
     return full[:start], full[start + len(bare) :]
+
+
+def tokenize(tokenizer, texts: Sequence[str], prompt: str, max_tokens: int, truncate: bool,
+             model_name: str, first_index: int = 0) -> list[list[int]]:
+    """Token ids of `prompt + text` with special tokens, one list per text. With `truncate`
+    they are cut to `max_tokens`; without, a longer input raises InputTooLarge naming it
+    (input[first_index + i])."""
+    ids = tokenizer([prompt + text for text in texts], truncation=truncate,
+                    max_length=max_tokens if truncate else None)["input_ids"]
+    for i, seq in enumerate(ids):
+        if len(seq) > max_tokens:
+            raise InputTooLarge(
+                f"input[{first_index + i}] has {len(seq)} tokens, over the {max_tokens}-token "
+                f"context of {model_name!r}; shorten it or set truncate=true"
+            )
+    return ids
 
 
 def pool(tokens: torch.Tensor, mode: str, spans: list[tuple[int, int]] | None) -> np.ndarray:
@@ -73,14 +88,8 @@ class TextEncoder:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def prepare(
-        self,
-        items: Sequence[Input],
-        task: str | None = None,
-        truncate: bool = True,
-        late_chunking: bool = False,
-        multivector: bool = False,
-    ) -> list[EncodeJob]:
+    def prepare(self, items: Sequence[Input], task: str | None = None, truncate: bool = True,
+                late_chunking: bool = False, multivector: bool = False) -> list[EncodeJob]:
         """Validate and tokenise items into forward-pass jobs, the task's prompt first.
 
         Without `truncate`, an input over the context raises InputTooLarge. With
@@ -98,14 +107,7 @@ class TextEncoder:
             head = prefix + self._pieces([prompt])[0] if prompt else prefix
             windows = late_chunking_windows(self._pieces(texts), head, suffix, limit, truncate)
             return [EncodeJob(ids, task, spans=spans) for ids, spans in windows]
-        ids = self.tokenizer([prompt + text for text in texts], truncation=truncate,
-                             max_length=limit if truncate else None)["input_ids"]
-        for i, seq in enumerate(ids):
-            if len(seq) > limit:
-                raise InputTooLarge(
-                    f"input[{i}] has {len(seq)} tokens, over the {limit}-token context of "
-                    f"{self.name!r}; shorten it or set truncate=true"
-                )
+        ids = tokenize(self.tokenizer, texts, prompt, limit, truncate, self.name)
         return [EncodeJob(seq, task) for seq in ids]
 
     @cached_property
@@ -130,22 +132,10 @@ class TextEncoder:
 
     # -- Python API ------------------------------------------------------------------------
 
-    def encode(
-        self,
-        items: Sequence[Input],
-        task: str | None = None,
-        truncate_dim: int | None = None,
-        multivector: bool = False,
-        normalize: bool = True,
-        late_chunking: bool = False,
-        batch_size: int = 32,
-    ) -> np.ndarray:
-        """Embed texts: [N, dim] float32, cut to the first `truncate_dim` components (any size
-        HTTP's `dimensions` takes), L2-normalised unless `normalize=False`. Inputs longer
-        than the context are truncated."""
-        self.capabilities.check_dimensions(truncate_dim)
-        jobs = self.prepare(items, task, True, late_chunking, multivector)
-        vectors = run_jobs(self, jobs, batch_size)
-        dim = truncate_dim or self.capabilities.dim
-        stacked = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
-        return truncate_and_normalize(stacked, truncate_dim, normalize)
+    def encode(self, items: Sequence[Input], task: str | None = None,
+               truncate_dim: int | None = None, multivector: bool = False,
+               normalize: bool = True, late_chunking: bool = False,
+               batch_size: int = 32) -> np.ndarray:
+        """Embed texts: [N, dim] float32 (see `encode_inputs`)."""
+        return encode_inputs(self, items, task, truncate_dim, multivector, normalize,
+                             late_chunking, batch_size)

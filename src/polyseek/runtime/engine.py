@@ -1,4 +1,5 @@
-"""One served embedding model: validation, tokenisation off the event loop, batching.
+"""Served models on their batchers: the embedding engine (validation, tokenisation off the
+event loop, batching); `runtime.rerank` adds the cross-encoder engine.
 
 It takes decoded inputs (`runtime.inputs` turns request items into them)."""
 
@@ -10,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyseek.models.base import Capabilities, Embedder, Input, per_input, truncate_and_normalize
+from polyseek.models.base import (
+    Capabilities,
+    Embedder,
+    Input,
+    PairScorer,
+    per_input,
+    truncate_and_normalize,
+)
 from polyseek.runtime.batcher import Batcher
 
 
@@ -21,8 +29,10 @@ class EmbedOutput:
     pooled: list[np.ndarray] | None = None  # per input [dim], beside multi-vectors (with_pooled)
 
 
-class EmbeddingEngine:
-    def __init__(self, name: str, model: Embedder, batcher: Batcher):
+class BatchedEngine:
+    """A served model whose forward passes go through its own batcher."""
+
+    def __init__(self, name: str, model: Embedder | PairScorer, batcher: Batcher):
         self.name = name
         self.model = model
         self.batcher = batcher
@@ -33,6 +43,10 @@ class EmbeddingEngine:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+class EmbeddingEngine(BatchedEngine):
+    """Embeddings: validation, tokenisation off the event loop, batching."""
 
     async def embed(
         self,

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyseek.models.base import Capabilities, Input, PairScorer, relevance
-from polyseek.runtime.batcher import Batcher
-from polyseek.runtime.engine import EmbeddingEngine
+from polyseek.models.base import Input, relevance
+from polyseek.runtime.engine import BatchedEngine, EmbeddingEngine
 
 
 @dataclass
@@ -24,25 +23,13 @@ class RerankOutput:
     n_tokens: int
 
 
-class RerankEngine:
+class RerankEngine(BatchedEngine):
     """Scores (query, document) pairs: one pair job each, batched with concurrent requests."""
-
-    def __init__(self, name: str, model: PairScorer, batcher: Batcher):
-        self.name = name
-        self.model = model
-        self.batcher = batcher
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.model.capabilities
 
     async def score(self, query: Input, documents: Sequence[Input]) -> RerankOutput:
         jobs = await asyncio.to_thread(self.model.prepare_pairs, query, documents)
         logits = [out[0] for out in await self.batcher.run(jobs)]
         return RerankOutput(relevance(self.capabilities, logits), sum(j.n_tokens for j in jobs))
-
-    def close(self) -> None:
-        self.batcher.close()
 
 
 async def rerank(engine: RerankEngine | EmbeddingEngine, query: Input,
