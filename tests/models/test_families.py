@@ -20,7 +20,7 @@ JINA = ["jina-embeddings-v2", "jina-embeddings-v3", "jina-clip-v2", "jina-embedd
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_every_row_names_a_builder_and_a_loadable_class(family):
-    assert callable(family._attr(family.builder))
+    assert callable(family.resolve(family.builder))
     assert callable(family.serving_class().from_pretrained)
     caps = family.capabilities()
     assert (caps.kind, caps.family, caps.modalities) == (family.kind, family.name,

@@ -127,14 +127,15 @@ class Family:
     tied: Callable[[torch.nn.Module], dict[str, str]] = _no_ties
     optional_modules: tuple[str, ...] = ()
 
-    def _attr(self, name: str) -> Any:
+    def resolve(self, name: str) -> Any:
+        """A function or class of this family's module (imported on first use)."""
         return getattr(importlib.import_module(f"polyseek.models.{self.module}"), name)
 
     def serving_class(self) -> type:
-        return self._attr(self.served_by)
+        return self.resolve(self.served_by)
 
     def build(self, config: dict) -> torch.nn.Module:
-        return self._attr(self.builder)(config)
+        return self.resolve(self.builder)(config)
 
     def capabilities(self, **declared: Any) -> Capabilities:
         """This family's Capabilities: kind, family and modalities from the row."""
