@@ -135,7 +135,7 @@ def _progress(enabled: bool) -> Progress:
 
 def _results(dataset: Dataset, split: str, top_k: int, pipelines: list[Pipeline],
              rankings: dict, latencies: dict) -> dict:
-    groups = sorted(set(dataset.groups.values()))
+    groups = list(dict.fromkeys(dataset.groups.values()))  # in query order
     significance = metrics.significance(dataset.qrels, rankings)
     rows = []
     for p in pipelines:
