@@ -68,6 +68,7 @@ def plot(results: dict, path: str | Path) -> None:
 
 
 def _curve(ax, rows: list[dict]) -> None:
+    dims = sorted({r["dim"] for r in rows if r["kind"] in ("dense", "matryoshka")})
     for model in dict.fromkeys(r["model"] for r in rows if "model" in r):
         points = sorted((r["dim"], r["metrics"]["ndcg@10"]) for r in rows
                         if r.get("model") == model and r["kind"] in ("dense", "matryoshka"))
@@ -76,6 +77,8 @@ def _curve(ax, rows: list[dict]) -> None:
         if r["kind"] == "bm25":
             ax.axhline(r["metrics"]["ndcg@10"], linestyle="--", color="grey", label=r["name"])
     ax.set(xscale="log", xlabel="dimensions", ylabel="nDCG@10", title="Matryoshka curve")
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
     ax.grid(alpha=0.3)
     ax.legend()
 
