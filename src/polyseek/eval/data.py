@@ -10,8 +10,8 @@ from pathlib import Path
 from polyseek.errors import PolyseekError
 
 
-class EvalDataError(PolyseekError):
-    """The dataset is missing a file, malformed, or inconsistent."""
+class EvalError(PolyseekError):
+    """The dataset is missing a file, malformed or inconsistent, or an option is wrong."""
 
 
 @dataclass
@@ -24,10 +24,10 @@ class Dataset:
 
 
 def load_dataset(directory: str | Path, split: str = "test") -> Dataset:
-    """Read and check a BEIR dataset; EvalDataError says what is wrong."""
+    """Read and check a BEIR dataset; EvalError says what is wrong."""
     root = Path(directory)
     if not root.is_dir():
-        raise EvalDataError(f"dataset directory {str(root)!r} not found")
+        raise EvalError(f"dataset directory {str(root)!r} not found")
     corpus = {d["_id"]: _document_text(d) for d in _jsonl(root / "corpus.jsonl")}
     rows = {q["_id"]: q for q in _jsonl(root / "queries.jsonl")}
     qrels = _qrels(root / "qrels" / f"{split}.tsv")
@@ -49,7 +49,7 @@ def _group(query: dict) -> str | None:
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise EvalDataError(f"missing {path.name} in {str(path.parent)!r}")
+        raise EvalError(f"missing {path.name} in {str(path.parent)!r}")
     rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
@@ -60,18 +60,18 @@ def _jsonl(path: Path) -> list[dict]:
                 row["_id"] = str(row["_id"])
                 row["text"]  # noqa: B018 - required field
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise EvalDataError(f"{path.name} line {n}: expected a JSON object with "
+                raise EvalError(f"{path.name} line {n}: expected a JSON object with "
                                     f"_id and text ({exc})") from exc
             rows.append(row)
     if not rows:
-        raise EvalDataError(f"{path.name} is empty")
+        raise EvalError(f"{path.name} is empty")
     return rows
 
 
 def _qrels(path: Path) -> dict[str, dict[str, int]]:
     if not path.is_file():
         splits = sorted(p.stem for p in path.parent.glob("*.tsv"))
-        raise EvalDataError(f"no qrels for split {path.stem!r} (found: "
+        raise EvalError(f"no qrels for split {path.stem!r} (found: "
                             f"{', '.join(splits) or 'none'})")
     qrels: dict[str, dict[str, int]] = {}
     with path.open(encoding="utf-8", newline="") as f:
@@ -79,12 +79,12 @@ def _qrels(path: Path) -> dict[str, dict[str, int]]:
             try:
                 qid, did, score = row["query-id"], row["corpus-id"], int(row["score"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise EvalDataError(f"qrels/{path.name} line {n}: expected query-id, "
+                raise EvalError(f"qrels/{path.name} line {n}: expected query-id, "
                                     "corpus-id and an integer score") from exc
             if score > 0:
                 qrels.setdefault(qid, {})[did] = score
     if not qrels:
-        raise EvalDataError(f"split {path.stem!r} has no relevant (score > 0) judgements")
+        raise EvalError(f"split {path.stem!r} has no relevant (score > 0) judgements")
     return qrels
 
 
@@ -92,8 +92,8 @@ def _check(qrels: dict[str, dict[str, int]], corpus: dict[str, str],
            queries: dict[str, dict]) -> None:
     for qid, docs in qrels.items():
         if qid not in queries:
-            raise EvalDataError(f"qrels query-id {qid!r} is not in queries.jsonl")
+            raise EvalError(f"qrels query-id {qid!r} is not in queries.jsonl")
         missing = sorted(set(docs) - set(corpus))
         if missing:
-            raise EvalDataError(f"qrels corpus-id {missing[0]!r} (query {qid!r}) is not in "
+            raise EvalError(f"qrels corpus-id {missing[0]!r} (query {qid!r}) is not in "
                                 "corpus.jsonl")

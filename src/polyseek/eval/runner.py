@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from polyseek.eval import metrics
-from polyseek.eval.data import Dataset, EvalDataError, load_dataset
+from polyseek.eval.data import Dataset, EvalError, load_dataset
 from polyseek.eval.encoders import CachedEncoder, Truncated
 from polyseek.eval.pipelines import TOKENISATION, Bm25, Dense, Pipeline, prefetch_dim
 from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, load_model
@@ -31,7 +31,7 @@ def parse_spec(text: str) -> tuple[str, str]:
     if not sep:
         name, source = text.rstrip("/").rsplit("/", 1)[-1], text
     if not name or not source:
-        raise EvalDataError(f"expected NAME=SOURCE, got {text!r}")
+        raise EvalError(f"expected NAME=SOURCE, got {text!r}")
     return name, source
 
 
@@ -50,28 +50,38 @@ def evaluate(
     `dims`, on the BEIR dataset in `data` (default model: the embedded default). Everything
     is indexed into a throw-away store; the result is JSON-ready."""
     if top_k < 1:
-        raise EvalDataError("top_k must be at least 1")
+        raise EvalError("top_k must be at least 1")
+    if dims and min(dims) < 1:
+        raise EvalError(f"dims must be positive (got {min(dims)})")
     dataset = load_dataset(data, split)
-    scorer = LocalModel(_load(rerank)) if rerank else None
+    specs = [parse_spec(s) for s in models or [f"{DEFAULT_MODEL_NAME}={DEFAULT_MODEL_SOURCE}"]]
+    if len({name for name, _ in specs}) < len(specs):
+        raise EvalError("each --model needs its own NAME")
+    scorer = _reranker(rerank) if rerank else None
     with tempfile.TemporaryDirectory(prefix="polyseek-eval-") as tmp, Store(tmp) as store:
         pipelines: list[Pipeline] = [Bm25()]
-        for spec in models or [f"{DEFAULT_MODEL_NAME}={DEFAULT_MODEL_SOURCE}"]:
-            pipelines += model_pipelines(spec, store, scorer, dims, len(pipelines))
+        for name, source in specs:
+            pipelines += model_pipelines(name, source, store, scorer, dims, len(pipelines))
         rankings, latencies = asyncio.run(_run(pipelines, dataset, top_k, progress))
     return _results(dataset, split, top_k, pipelines, rankings, latencies)
 
 
-def _load(spec: str):
+def _reranker(spec: str) -> LocalModel:
     name, source = parse_spec(spec)
-    return load_model(source, name=name)
+    scorer = LocalModel(load_model(source, name=name))
+    if scorer.capabilities.reranker is None:
+        raise EvalError(f"--rerank {spec!r}: this model cannot rerank")
+    return scorer
 
 
-def model_pipelines(spec: str, store: Store, scorer, dims: Sequence[int] | None,
-                    start: int) -> list[Dense]:
-    """Dense, prefetch, MaxSim, rerank and one pipeline per curve dim for one model."""
-    name, source = parse_spec(spec)
+def model_pipelines(name: str, source: str, store: Store, scorer: LocalModel | None,
+                    dims: Sequence[int] | None, start: int) -> list[Dense]:
+    """Dense, prefetch, MaxSim, rerank and one pipeline per curve dim for one model;
+    `start` numbers its collections."""
     encoder = LocalModel(load_model(source, name=name))
     cached, caps = CachedEncoder(encoder), encoder.capabilities
+    if caps.kind != "embedding":
+        raise EvalError(f"--model {name}={source}: a {caps.kind} model, not an embedding model")
     multi = caps.multivector
     n = itertools.count(start)
 
@@ -103,9 +113,6 @@ def curve_dims(capabilities, dims: Sequence[int] | None) -> list[int]:
     """Curve points below the full dim: given, else the trained Matryoshka dims, else
     DEFAULT_DIMS."""
     wanted = dims or capabilities.matryoshka_dims or DEFAULT_DIMS
-    bad = [d for d in wanted if d < 1]
-    if bad:
-        raise EvalDataError(f"dims must be positive (got {bad[0]})")
     return sorted({d for d in wanted if d < capabilities.dim})
 
 
