@@ -23,7 +23,7 @@ Progress = Callable[[int], None]  # called with how many documents were just ind
 
 class Pipeline(Protocol):
     name: str
-    info: dict  # what it is: kind, model, dim, stages
+    info: dict  # what it is: kind (bm25, dense, prefetch, maxsim, rerank, matryoshka), model, dim
 
     async def index(self, corpus: dict[str, str], progress: Progress) -> None: ...
 
