@@ -1,4 +1,4 @@
-"""`polyseek` command line: serve, models, embed."""
+"""`polyseek` command line: serve, models, embed, chat, index, search, eval."""
 
 from __future__ import annotations
 
@@ -296,3 +296,52 @@ def search(
     for rank, hit in enumerate(result.hits, start=1):
         where = hit.path + (f" (page {hit.page})" if hit.page else "")
         typer.echo(f"{rank:>3}. {hit.score:.4f}  {where}\n     {hit.text[:160]!r}")
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[Path, typer.Argument(
+        help="a BEIR dataset directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="NAME=SOURCE; repeatable to compare models "
+        "(default: the embedded default)")] = None,
+    rerank: Annotated[str | None, typer.Option(
+        help="reranker NAME=SOURCE (any model that can rerank)")] = None,
+    dims: Annotated[list[str] | None, typer.Option(
+        help="Matryoshka curve points, e.g. 64,128,256 (default: the model's trained dims, "
+        "else 64,128,256)")] = None,
+    split: Annotated[str, typer.Option(help="qrels split")] = "test",
+    top_k: Annotated[int, typer.Option("--top-k", help="results ranked per query")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+    plot: Annotated[Path | None, typer.Option(
+        help="write a PNG: the Matryoshka curve and the pipeline comparison")] = None,
+) -> None:
+    """Measure search quality (ranx) and latency of BM25 and every dense pipeline."""
+    from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE
+
+    specs = [f"{s.name}={s.source}"
+             for s in _specs(model or [f"{DEFAULT_MODEL_NAME}={DEFAULT_MODEL_SOURCE}"])]
+    try:
+        curve = [int(d) for text in dims or [] for d in text.split(",") if d.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter("expected integers, e.g. 64,128", param_hint="--dims") from exc
+    from polyseek.errors import PolyseekError
+    from polyseek.eval import evaluate, table
+    from polyseek.eval import plot as draw
+
+    try:
+        results = evaluate(data, specs, rerank=rerank, dims=curve or None, split=split,
+                           top_k=top_k, progress=not as_json)
+    except (PolyseekError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if plot:
+        draw(results, plot)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 160).print(table(results))
+    if plot:
+        typer.echo(f"plot written to {plot}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -227,3 +228,14 @@ def test_cli_index_then_search_json(tmp_path):
 
     missing = polyseek("search", "x", "--collection", "nope", "--data", data)
     assert missing.returncode == 2 and "no collection 'nope'" in missing.stderr
+
+
+def test_index_documents_short_dim(store, minilm):
+    from polyseek.retrieval import index_documents
+    from polyseek.retrieval.encoders import LocalModel
+
+    docs = [("a", "Lava from a volcano."), ("b", "Bread with yeast.")]
+    for collection, short_dim, expected in (("s0", 0, None), ("s64", 64, 64)):
+        asyncio.run(index_documents(docs, collection, LocalModel(minilm), store=store,
+                                    short_dim=short_dim))
+        assert store.spec(collection).short_dim == expected

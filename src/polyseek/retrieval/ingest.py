@@ -205,7 +205,8 @@ def index_paths(
     (loaded in this process).
 
     source: how to load `model` again (recorded with the collection; default: its directory).
-    short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models.
+    short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models;
+    0 for none.
     on_file: called after each file is written (or skipped, or failed).
     """
     encoder = LocalModel(model)
@@ -290,16 +291,18 @@ async def index_documents(
     store: Store,
     source: str | None = None,
     overlap: int = DEFAULT_OVERLAP,
+    short_dim: int | None = None,
 ) -> IndexSummary:
     """Index (id, text) documents given in memory, with the same idempotence as files:
     an id whose text is stored whole is skipped, a changed text replaces its old chunks.
+    `short_dim`: prefetch vector size for a new collection (default as `index_paths`; 0: none).
 
     The store is used in short calls (the collection, what is stored, one document's points);
     chunks are embedded between them, about EMBED_GROUP at a time, so concurrent requests keep
     being served. An error stops the run: documents written so far stay, a retry skips them.
     """
-    spec = await store.call(store.ensure_collection, collection, spec_for(encoder, source),
-                            encoder)
+    spec = await store.call(store.ensure_collection, collection,
+                            spec_for(encoder, source, short_dim), encoder)
     stored = await store.call(store.stored_files, collection)
     summary = IndexSummary(collection, files=len(documents))
     changed: list[tuple[str, str, str]] = []

@@ -100,11 +100,14 @@ def default_short_dim(matryoshka_dims: Iterable[int], dim: int) -> int | None:
 
 
 def spec_for(model, source: str | None = None, short_dim: int | None = None) -> CollectionSpec:
-    """The collection record for `model`; `short_dim` overrides the Matryoshka default."""
+    """The collection record for `model`; `short_dim` overrides the Matryoshka default
+    (0: no short vector)."""
     caps = model.capabilities
     short = short_dim
     if short is None:
         short = default_short_dim(caps.matryoshka_dims, caps.dim)
+    elif short == 0:
+        short = None
     if short is not None and not 0 < short < caps.dim:
         raise ValueError(f"short_dim must be between 1 and {caps.dim - 1} (got {short})")
     return CollectionSpec(

@@ -1,0 +1,52 @@
+"""Scores from ranx: the metrics per pipeline and per query group, a significance test
+against the first pipeline, and latency percentiles."""
+
+from __future__ import annotations
+
+import numpy as np
+from ranx import Qrels, Run, compare, evaluate
+
+METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"]
+STAT_TEST = "student"  # paired t-test
+MAX_P = 0.05
+
+Rankings = dict[str, list[str]]  # query id -> doc ids, best first
+
+
+def to_run(rankings: Rankings, name: str) -> Run:
+    """A ranx run; scores only encode the rank (ties cannot reorder anything)."""
+    return Run({qid: {doc: float(len(docs) - i) for i, doc in enumerate(docs)}
+                for qid, docs in rankings.items() if docs}, name=name)
+
+
+def scores(qrels: dict[str, dict[str, int]], rankings: Rankings) -> dict[str, float]:
+    """METRICS of one pipeline over the queries in `qrels` (a query it missed scores 0)."""
+    values = evaluate(Qrels(qrels), _full_run(rankings, qrels, "run"), METRICS)
+    return {m: round(float(values[m]), 4) for m in METRICS}
+
+
+def significance(qrels: dict[str, dict[str, int]],
+                 runs: dict[str, Rankings]) -> dict[str, dict[str, dict]]:
+    """Pipeline name -> metric -> p-value and verdict of the paired t-test against the
+    first pipeline (absent for the first one, and when there is only one)."""
+    names = list(runs)
+    if len(names) < 2:
+        return {}
+    report = compare(Qrels(qrels), [_full_run(runs[n], qrels, n) for n in names], METRICS,
+                     stat_test=STAT_TEST, max_p=MAX_P).to_dict()
+    first = report[names[0]]["comparisons"]
+    return {name: {m: {"p_value": round(float(first[name][m]), 4),
+                       "significant": bool(first[name][m] < MAX_P)} for m in METRICS}
+            for name in names[1:]}
+
+
+def _full_run(rankings: Rankings, qrels: dict[str, dict[str, int]], name: str) -> Run:
+    """A run with every judged query (a query with no results gets one irrelevant entry,
+    so every run holds the same queries)."""
+    filled = {q: rankings.get(q) or ["\0none"] for q in qrels}
+    return to_run(filled, name)
+
+
+def latency(milliseconds: list[float]) -> dict[str, float]:
+    p50, p95 = np.percentile(milliseconds, [50, 95]) if milliseconds else (0.0, 0.0)
+    return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
