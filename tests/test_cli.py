@@ -16,29 +16,29 @@ def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=300)
 
 
-def test_embed_arguments_json(minilm):
+def test_embed_arguments_json(e5):
     result = polyseek("embed", "first text", "second text", "--json", "--dimensions", "64")
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["model"] == DEFAULT_MODEL
     got = np.array([row["embedding"] for row in body["data"]], dtype=np.float32)
-    np.testing.assert_allclose(got, minilm.encode(["first text", "second text"],
-                                                  truncate_dim=64), atol=1e-6)
+    np.testing.assert_allclose(got, e5.encode(["first text", "second text"],
+                                              truncate_dim=64), atol=1e-6)
 
 
-def test_embed_reads_stdin_one_text_per_line(minilm):
+def test_embed_reads_stdin_one_text_per_line(e5):
     result = polyseek("embed", stdin="from stdin\n\nanother line\n")
     assert result.returncode == 0, result.stderr
     rows = [np.array(line.split(), dtype=np.float32) for line in result.stdout.splitlines()]
     assert len(rows) == 2 and rows[0].shape == (384,)
-    np.testing.assert_allclose(np.stack(rows), minilm.encode(["from stdin", "another line"]),
+    np.testing.assert_allclose(np.stack(rows), e5.encode(["from stdin", "another line"]),
                                atol=1e-5)
 
 
 def test_embed_bad_task_is_a_clear_error():
-    result = polyseek("embed", "x", "--task", "retrieval.query")
+    result = polyseek("embed", "x", "--task", "separation")
     assert result.returncode == 2
-    assert "no tasks" in result.stderr
+    assert "unknown task 'separation'" in result.stderr
 
 
 def test_models_json_declares_capabilities():
@@ -47,7 +47,7 @@ def test_models_json_declares_capabilities():
     cards = {card["id"]: card["capabilities"] for card in json.loads(result.stdout)}
     assert set(cards) == {DEFAULT_MODEL, CHAT_MODEL}
     caps = cards[DEFAULT_MODEL]
-    assert (caps["dim"], caps["max_tokens"], caps["multivector"]) == (384, 256, False)
+    assert (caps["dim"], caps["max_tokens"], caps["multivector"]) == (384, 512, False)
     assert (cards[CHAT_MODEL]["kind"], cards[CHAT_MODEL]["modalities"]) == ("chat", ["text"])
 
 

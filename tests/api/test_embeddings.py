@@ -13,7 +13,7 @@ PNG_DATA_URI = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
     "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
-LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 60  # ~540 tokens
+LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 60  # ~600 tokens
 
 
 def embed(client, **body):
@@ -25,24 +25,24 @@ def vectors(response) -> np.ndarray:
     return np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
 
 
-def test_single_string_matches_in_process_encoding(client, minilm):
+def test_single_string_matches_in_process_encoding(client, e5):
     got = vectors(embed(client, input="A man is playing a guitar."))
-    want = minilm.encode(["A man is playing a guitar."])
+    want = e5.encode(["A man is playing a guitar."])
     assert got.shape == (1, 384)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.linalg.norm(got[0]) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_response_shape_order_and_usage(client, minilm):
+def test_response_shape_order_and_usage(client, e5):
     texts = ["first text", "a second, longer piece of text", "third"]
     body = embed(client, input=[texts[0], {"text": texts[1]}, texts[2]]).json()
     assert body["model"] == DEFAULT_MODEL and body["object"] == "list"
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
     assert all(d["object"] == "embedding" for d in body["data"])
     np.testing.assert_allclose(
-        [d["embedding"] for d in body["data"]], minilm.encode(texts), atol=1e-5
+        [d["embedding"] for d in body["data"]], e5.encode(texts), atol=1e-5
     )
-    n_tokens = sum(job.n_tokens for job in minilm.prepare(texts))
+    n_tokens = sum(job.n_tokens for job in e5.prepare(texts))
     assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
 
 
@@ -63,11 +63,13 @@ def test_image_input_to_text_model_is_422_naming_model_and_index(client, image):
     assert DEFAULT_MODEL in detail["msg"] and "input[2]" in detail["msg"]
 
 
-def test_task_is_refused_by_a_model_without_tasks(client):
-    response = embed(client, input="x", task="retrieval.query")
+def test_task_puts_its_prompt_first_and_an_unknown_task_is_422(client, e5):
+    got = vectors(embed(client, input="vad kostar en kanelbulle", task="retrieval.query"))
+    np.testing.assert_allclose(got, e5.encode(["query: vad kostar en kanelbulle"]), atol=1e-5)
+    response = embed(client, input="x", task="separation")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "task"]
-    assert "no tasks" in response.json()["detail"][0]["msg"]
+    assert "retrieval.query, retrieval.passage" in response.json()["detail"][0]["msg"]
 
 
 def test_dimensions_truncate_then_renormalise(client):
@@ -122,32 +124,32 @@ def test_unknown_embedding_type_is_422(client):
     assert embed(client, input="x", embedding_type="int4").status_code == 422
 
 
-def test_normalized_false_returns_raw_mean_pooling(client, minilm):
+def test_normalized_false_returns_raw_mean_pooling(client, e5):
     raw = vectors(embed(client, input="not normalised", normalized=False))[0]
     assert abs(np.linalg.norm(raw) - 1.0) > 0.01
-    np.testing.assert_allclose(raw, minilm.encode(["not normalised"], normalize=False)[0],
+    np.testing.assert_allclose(raw, e5.encode(["not normalised"], normalize=False)[0],
                                atol=1e-5)
 
 
-def test_over_length_input_is_413_unless_truncate(client, minilm):
+def test_over_length_input_is_413_unless_truncate(client, e5):
     refused = embed(client, input=["short", LONG_TEXT])
     assert refused.status_code == 413
     assert "input[1]" in refused.json()["error"]["message"]
     truncated = vectors(embed(client, input=["short", LONG_TEXT], truncate=True))
-    np.testing.assert_allclose(truncated, minilm.encode(["short", LONG_TEXT]), atol=1e-5)
+    np.testing.assert_allclose(truncated, e5.encode(["short", LONG_TEXT]), atol=1e-5)
 
 
-def test_late_chunking_pools_spans_of_one_forward_pass(client, minilm):
+def test_late_chunking_pools_spans_of_one_forward_pass(client, e5):
     import torch
 
     chunks = ["Berlin is the capital of Germany.", "Its population is 3.85 million.",
               "The city is also a state."]
     got = vectors(embed(client, input=chunks, late_chunking=True))
     # reference: one sequence [CLS] chunk0 chunk1 chunk2 [SEP], mean over each chunk's tokens
-    pieces = minilm.tokenizer(chunks, add_special_tokens=False)["input_ids"]
-    ids = [minilm.tokenizer.cls_token_id] + sum(pieces, []) + [minilm.tokenizer.sep_token_id]
+    pieces = e5.tokenizer(chunks, add_special_tokens=False)["input_ids"]
+    ids = [e5.tokenizer.cls_token_id] + sum(pieces, []) + [e5.tokenizer.sep_token_id]
     with torch.no_grad():
-        hidden = minilm.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        hidden = e5.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
     start, want = 1, []
     for piece in pieces:
         want.append(hidden[start:start + len(piece)].mean(0).numpy())
@@ -160,7 +162,7 @@ def test_late_chunking_pools_spans_of_one_forward_pass(client, minilm):
 
 
 def test_late_chunking_over_the_context(client):
-    chunks = [LONG_TEXT[:600], LONG_TEXT[:600], LONG_TEXT[:600]]  # ~3 x 120 tokens > 256
+    chunks = [LONG_TEXT[:1200]] * 3  # ~3 x 250 tokens > 512
     assert embed(client, input=chunks, late_chunking=True).status_code == 413
     got = vectors(embed(client, input=chunks, late_chunking=True, truncate=True))
     assert got.shape == (3, 384) and np.isfinite(got).all()

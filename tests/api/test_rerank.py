@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from polyseek.api.app import ServerSettings, create_app
-from polyseek.models import DEFAULT_MODEL_SOURCE, resolve_source
+from polyseek.models import resolve_source
 from polyseek.runtime.registry import ModelSpec
 
-from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+from support import CHAT_MODEL, DEFAULT_MODEL, MINILM_SOURCE, serve_in_thread
 
 QUERY = "What is the capital of France?"
 DOCUMENTS = ["Bananas are rich in potassium.", "Paris is the capital and largest city of France.",
@@ -27,17 +27,17 @@ def rerank(url_or_client, **body):
     return post(f"{prefix}/v1/rerank", json=body, timeout=60)
 
 
-def test_bi_encoder_ranks_by_cosine_in_order(client, minilm):
+def test_bi_encoder_ranks_by_cosine_in_order(client, e5):
     response = rerank(client, model=DEFAULT_MODEL, query=QUERY, documents=DOCUMENTS)
     assert response.status_code == 200, response.text
     body = response.json()
-    vectors = minilm.encode([QUERY, *DOCUMENTS])
+    vectors = e5.encode([QUERY, *DOCUMENTS])
     cosine = vectors[1:] @ vectors[0]
     assert [r["index"] for r in body["results"]] == list(np.argsort(-cosine))
     np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
                                np.sort(cosine)[::-1], atol=1e-5)
     assert body["results"][0]["document"] == {"text": DOCUMENTS[1]}
-    n_tokens = sum(job.n_tokens for job in minilm.prepare([QUERY, *DOCUMENTS]))
+    n_tokens = sum(job.n_tokens for job in e5.prepare([QUERY, *DOCUMENTS]))
     assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert body["model"] == DEFAULT_MODEL
 
@@ -89,7 +89,7 @@ def cross_encoder_dir(tmp_path_factory):
                         max_position_embeddings=64)
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(directory)
-    source = resolve_source(DEFAULT_MODEL_SOURCE)
+    source = resolve_source(MINILM_SOURCE)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                  "special_tokens_map.json"):
         shutil.copy(source / name, directory / name)

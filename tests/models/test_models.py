@@ -14,10 +14,10 @@ import torch
 from polyseek import build_module, load_model
 from polyseek.api.app import ServerSettings, create_app
 from polyseek.errors import InvalidInput
-from polyseek.models import DEFAULT_MODEL_SOURCE, resolve_source
+from polyseek.models import resolve_source
 from polyseek.runtime.registry import ModelRegistry, ModelSpec
 
-from support import serve_in_thread
+from support import MINILM_SOURCE, serve_in_thread
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                    "special_tokens_map.json")
@@ -27,12 +27,12 @@ def test_default_matches_sentence_transformers(minilm):
     from sentence_transformers import SentenceTransformer
 
     texts = ["Paris is the capital of France.", "short", "word " * 400]
-    reference = SentenceTransformer(str(resolve_source(DEFAULT_MODEL_SOURCE)), device="cpu")
+    reference = SentenceTransformer(str(resolve_source(MINILM_SOURCE)), device="cpu")
     np.testing.assert_allclose(minilm.encode(texts), reference.encode(texts), atol=1e-5)
 
 
 def test_build_module_on_meta_matches_the_checkpoint(minilm):
-    config = json.loads((resolve_source(DEFAULT_MODEL_SOURCE) / "config.json").read_text())
+    config = json.loads((resolve_source(MINILM_SOURCE) / "config.json").read_text())
     with torch.device("meta"):
         module = build_module(config)
     built = {k: tuple(v.shape) for k, v in module.state_dict().items()}
@@ -50,7 +50,7 @@ def _tiny_checkpoint(directory: Path, model_type: str, pooling: str, **config) -
                                intermediate_size=64, **config)
     torch.manual_seed(0)
     AutoModel.from_config(cfg).save_pretrained(directory)
-    source = resolve_source(DEFAULT_MODEL_SOURCE)
+    source = resolve_source(MINILM_SOURCE)
     for name in TOKENIZER_FILES:
         shutil.copy(source / name, directory / name)
     (directory / "1_Pooling").mkdir()
@@ -89,7 +89,7 @@ def test_xlm_roberta_checkpoint_context_excludes_the_padding_offset(tmp_path):
 
 def _prompted_copy(directory: Path) -> Path:
     """The bundled MiniLM with named prompts, as sentence-transformers stores them."""
-    shutil.copytree(resolve_source(DEFAULT_MODEL_SOURCE), directory, dirs_exist_ok=True)
+    shutil.copytree(resolve_source(MINILM_SOURCE), directory, dirs_exist_ok=True)
     (directory / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}})
     )

@@ -11,7 +11,7 @@ import pytest
 
 from polyseek.models.base import plan_batches
 
-from support import DEFAULT_MODEL, metric
+from support import DEFAULT_MODEL, MINILM, metric
 
 
 def test_plan_batches_respects_the_padded_token_budget():
@@ -32,7 +32,7 @@ def test_plan_batches_gives_an_oversized_item_its_own_batch():
     assert plan_batches([10, 5000, 10], max_batch_tokens=100, max_batch_size=8) == [[0, 2], [1]]
 
 
-def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server, minilm):
+def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server, e5):
     rng = random.Random(1)
     words = ["alpha", "beta", "gamma", "search", "vector", "query", "index", "token", "batch"]
     texts = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(96)]
@@ -55,7 +55,7 @@ def test_many_concurrent_clients_get_the_same_vectors_as_single_encoding(server,
         return [v for part in parts for v in part]
 
     got = np.array(asyncio.run(run()), dtype=np.float32)
-    alone = np.concatenate([minilm.encode([t]) for t in texts])
+    alone = np.concatenate([e5.encode([t]) for t in texts])
     np.testing.assert_allclose(got, alone, atol=2e-5)
 
     passes = metric(server, "polyseek_batch_size_count") - passes
@@ -70,7 +70,7 @@ def test_batcher_results_do_not_depend_on_the_budget(minilm, budget):
     from polyseek.runtime.metrics import Metrics
 
     texts = ["tiny", "a somewhat longer sentence with more tokens in it", "mid length text"]
-    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(max_batch_tokens=budget), Metrics())
+    batcher = Batcher(minilm, MINILM, BatchLimits(max_batch_tokens=budget), Metrics())
     try:
         jobs = minilm.prepare(texts)
         outputs = asyncio.run(batcher.run(jobs))
@@ -86,7 +86,7 @@ def test_a_failing_forward_pass_fails_its_request_not_the_worker(minilm):
     from polyseek.runtime.batcher import Batcher, BatchLimits
     from polyseek.runtime.metrics import Metrics
 
-    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(), Metrics())
+    batcher = Batcher(minilm, MINILM, BatchLimits(), Metrics())
     try:
         out_of_vocabulary = [EncodeJob([101, 10**7, 102])]
         with pytest.raises(IndexError):
@@ -103,7 +103,7 @@ def test_interactive_jobs_overtake_queued_bulk_jobs(minilm):
     from polyseek.runtime.metrics import Metrics
 
     # a window of one job: jobs finish in the order the worker schedules them
-    batcher = Batcher(minilm, DEFAULT_MODEL, BatchLimits(window_tokens=1), Metrics())
+    batcher = Batcher(minilm, MINILM, BatchLimits(window_tokens=1), Metrics())
     finished: list[str] = []
 
     async def request(name: str, bulk: bool) -> None:

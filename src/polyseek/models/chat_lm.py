@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.models.base import ChatMessage, TextDelta
+from polyseek.models.checkpoint import cache_root
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.sampling import SamplingParams, next_tokens
 from polyseek.models.streaming import stream_text
@@ -34,9 +35,8 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 def gguf_cache_dir(gguf: Path) -> Path:
     """Where the de-quantised copy of a GGUF file lives (keyed by name, size and mtime)."""
-    root = Path(os.environ.get("POLYSEEK_CACHE", Path.home() / ".cache" / "polyseek"))
     stat = gguf.stat()
-    return root / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+    return cache_root() / "gguf" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}"
 
 
 class CausalLMGenerator:

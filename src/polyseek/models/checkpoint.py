@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -11,6 +12,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 log = logging.getLogger("polyseek.checkpoint")
+
+
+def cache_root() -> Path:
+    """Where converted checkpoints are cached: $POLYSEEK_CACHE, else ~/.cache/polyseek."""
+    return Path(os.environ.get("POLYSEEK_CACHE", Path.home() / ".cache" / "polyseek"))
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:

