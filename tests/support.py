@@ -138,3 +138,13 @@ def serve_checkpoint(name: str, checkpoint: Path, **settings) -> Iterator[str]:
     app = create_app(ServerSettings(models=[ModelSpec(name, str(checkpoint))], **settings))
     with serve_in_thread(app) as url:
         yield url
+
+
+def assert_truncated(vectors, full, dim: int) -> None:
+    """`vectors` are the L2-normalised first `dim` components of `full` ([N, D] arrays)."""
+    import numpy as np
+
+    assert vectors.shape == (len(full), dim)
+    prefix = full[:, :dim]
+    np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
+                               atol=1e-6)
