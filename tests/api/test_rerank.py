@@ -31,13 +31,14 @@ def test_bi_encoder_ranks_by_cosine_in_order(client, e5):
     response = rerank(client, model=DEFAULT_MODEL, query=QUERY, documents=DOCUMENTS)
     assert response.status_code == 200, response.text
     body = response.json()
-    vectors = e5.encode([QUERY, *DOCUMENTS])
-    cosine = vectors[1:] @ vectors[0]
+    query = e5.encode([QUERY], task="retrieval.query")[0]  # each side with its e5 prompt
+    cosine = e5.encode(DOCUMENTS, task="retrieval.passage") @ query
     assert [r["index"] for r in body["results"]] == list(np.argsort(-cosine))
     np.testing.assert_allclose([r["relevance_score"] for r in body["results"]],
                                np.sort(cosine)[::-1], atol=1e-5)
     assert body["results"][0]["document"] == {"text": DOCUMENTS[1]}
-    n_tokens = sum(job.n_tokens for job in e5.prepare([QUERY, *DOCUMENTS]))
+    jobs = e5.prepare([QUERY], "retrieval.query") + e5.prepare(DOCUMENTS, "retrieval.passage")
+    n_tokens = sum(job.n_tokens for job in jobs)
     assert body["usage"] == {"total_tokens": n_tokens, "prompt_tokens": n_tokens}
     assert body["model"] == DEFAULT_MODEL
 

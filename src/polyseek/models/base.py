@@ -50,6 +50,13 @@ class Capabilities:
         valid = ", ".join(self.tasks)
         raise InvalidInput(f"unknown task {task!r}; valid tasks: {valid}", ("task",))
 
+    def role_task(self, role: str) -> str | None:
+        """The task for queries or documents (`role` "query" / "document"), if the model
+        declares one: what retrieval and bi-encoder reranking embed each side with."""
+        names = {"query": ("retrieval.query", "query", "retrieval"),
+                 "document": ("retrieval.passage", "passage", "document", "retrieval")}[role]
+        return next((name for name in names if name in self.tasks), None)
+
     def check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is None:
             return

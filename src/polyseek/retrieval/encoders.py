@@ -74,8 +74,9 @@ class LocalModel:
     async def rerank(self, query: Input, documents: Sequence[str]) -> list[float]:
         kind = self.capabilities.reranker
         if kind == "bi-encoder":
-            first, *rest = await self.embed([query, *documents], None, False)
-            return [float(e.vector @ first.vector) for e in rest]
+            (asked,) = await self.embed([query], self.capabilities.role_task("query"), False)
+            found = await self.embed(documents, self.capabilities.role_task("document"), False)
+            return [float(e.vector @ asked.vector) for e in found]
         if kind is None:
             raise InvalidInput(f"model {self.name or '?'!r} cannot rerank")
         return [float(s) for s in self.model.score(query, documents)]

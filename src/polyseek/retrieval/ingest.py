@@ -93,13 +93,6 @@ def point_id(path: str, chunk: Chunk, index: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{path}\0{chunk.page}\0{index}\0{chunk.content_hash}"))
 
 
-def role_task(tasks: Sequence[str], role: str) -> str | None:
-    """The model's task for queries or documents ("query" / "document"), if it declares one."""
-    names = {"query": ("retrieval.query", "query", "retrieval"),
-             "document": ("retrieval.passage", "passage", "document", "retrieval")}[role]
-    return next((name for name in names if name in tasks), None)
-
-
 def default_chunk_tokens(capabilities: Capabilities) -> int:
     return min(MAX_CHUNK_TOKENS, capabilities.max_tokens) - SPECIAL_TOKEN_ROOM
 
@@ -119,7 +112,7 @@ def named_vectors(embedding: Embedding, spec: CollectionSpec) -> dict[str, objec
 async def embed_chunks(encoder: Encoder, chunks: Sequence[Chunk],
                        spec: CollectionSpec) -> list[dict[str, object]]:
     """Named vectors per chunk; the encoder gets EMBED_GROUP chunks at a time."""
-    task = role_task(encoder.capabilities.tasks, "document")
+    task = encoder.capabilities.role_task("document")
     vectors: list[dict[str, object]] = []
     for start in range(0, len(chunks), EMBED_GROUP):
         items = [c.image if c.image is not None else c.text

@@ -10,7 +10,7 @@ from qdrant_client import models as qm
 from polyseek.errors import InvalidInput
 from polyseek.models.base import Input
 from polyseek.retrieval.encoders import Encoder, LocalModel, Scorer
-from polyseek.retrieval.ingest import named_vectors, role_task
+from polyseek.retrieval.ingest import named_vectors
 from polyseek.retrieval.store import FULL, MULTI, SHORT, CollectionSpec, Store
 
 PREFETCH_FACTOR = 10  # short-vector candidates per result
@@ -60,7 +60,7 @@ class SearchResult:
 async def encode_query(encoder: Encoder, query: Input,
                        spec: CollectionSpec) -> dict[str, object]:
     """The query's named vectors, one per vector the collection holds (one forward pass)."""
-    task = role_task(encoder.capabilities.tasks, "query")
+    task = encoder.capabilities.role_task("query")
     (embedding,) = await encoder.embed([query], task, bool(spec.multivector_dim))
     return named_vectors(embedding, spec)
 

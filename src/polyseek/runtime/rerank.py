@@ -1,8 +1,8 @@
 """Reranking on the runtime: cross-encoders through the batcher, bi-encoders by cosine.
 
 A model of kind "rerank" is a `PairScorer` and gets a RerankEngine; an embedding model that
-declares `reranker="bi-encoder"` reranks through its own EmbeddingEngine (query and documents
-embedded in one request, scored by cosine similarity).
+declares `reranker="bi-encoder"` reranks through its own EmbeddingEngine (the query embedded
+with the model's query task, the documents with its document task, scored by cosine).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ async def rerank(engine: RerankEngine | EmbeddingEngine, query: Input,
                  documents: Sequence[Input]) -> RerankOutput:
     if isinstance(engine, RerankEngine):
         return await engine.score(query, documents)
-    out = await engine.embed([query, *documents], truncate=True)  # bi-encoder: cosine
-    scores = np.stack(out.vectors[1:]) @ out.vectors[0]
-    return RerankOutput(scores.tolist(), out.n_tokens)
+    # bi-encoder: cosine of the query (embedded as a query) and each document (as a passage)
+    caps = engine.capabilities
+    asked, found = await asyncio.gather(
+        engine.embed([query], task=caps.role_task("query"), truncate=True),
+        engine.embed(documents, task=caps.role_task("document"), truncate=True))
+    scores = np.stack(found.vectors) @ asked.vectors[0]
+    return RerankOutput(scores.tolist(), asked.n_tokens + found.n_tokens)
