@@ -1,4 +1,5 @@
-"""`polyseek` command line: serve, models, embed, chat, index, search, eval."""
+"""`polyseek` command line: serve, models, embed, chat, index, search, collections, push,
+eval."""
 
 from __future__ import annotations
 
@@ -197,9 +198,14 @@ def chat(
 
 
 DataOption = Annotated[Path, typer.Option(
-    "--data", help="embedded Qdrant directory (ignored with --qdrant-url)")]
+    "--data", help="embedded store directory (thumbnails only, with --qdrant-url)")]
 QdrantUrlOption = Annotated[str | None, typer.Option(
     "--qdrant-url", help="a Qdrant server or cluster, e.g. http://localhost:6333")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(2)
 
 
 @app.command()
@@ -208,6 +214,9 @@ def index(
     collection: Annotated[str, typer.Option(help="collection name")],
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="NAME=SOURCE or SOURCE (default: the bundled e5)")] = None,
+    language: Annotated[str | None, typer.Option(
+        help="BM25 stemming and stop words of a new collection: english (default), swedish, "
+        "german, ... or multilingual (no stemming; any script)")] = None,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -222,24 +231,25 @@ def index(
     spec = _specs([model] if model else None)[0]
     from polyseek.errors import PolyseekError
     from polyseek.models import load_model
-    from polyseek.retrieval import Store, index_paths
+    from polyseek.retrieval import index_paths, open_store
 
     encoder = load_model(spec.source, name=spec.name)
     try:
-        with Store(data, qdrant_url) as store:
+        with open_store(data, qdrant_url) as store:
             if ray or ray_address:
                 from polyseek.retrieval.distributed import DEFAULT_CONCURRENCY, index_paths_ray
 
                 summary = index_paths_ray(paths, collection, encoder, store=store,
-                                          source=spec.source, address=ray_address,
+                                          source=spec.source, language=language,
+                                          address=ray_address,
                                           concurrency=ray_actors or DEFAULT_CONCURRENCY,
                                           progress=not as_json)
             else:
                 summary = index_paths(paths, collection, encoder, store=store,
-                                      source=spec.source, progress=not as_json)
+                                      source=spec.source, language=language,
+                                      progress=not as_json)
     except PolyseekError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     for path, error in summary.errors:
         typer.echo(f"skipped {path}: {error}", err=True)
     if as_json:
@@ -256,23 +266,43 @@ def search(
     query: Annotated[str, typer.Argument(help="what to look for")],
     collection: Annotated[str, typer.Option(help="collection name")],
     top_k: Annotated[int, typer.Option("--top-k", help="results to return")] = 10,
+    mode: Annotated[str, typer.Option(
+        help="dense (embeddings), sparse (BM25) or hybrid (both, fused)")] = "hybrid",
+    fusion: Annotated[str, typer.Option(help="hybrid: rrf (ranks) or dbsf (scores)")] = "rrf",
+    weights: Annotated[str | None, typer.Option(
+        help="hybrid: dense,sparse list weights, e.g. 1,0.5 [default: 1,1]")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        help="keep hits whose field matches: KEY=VALUE, KEY=A,B (one of), KEY>=N, KEY<N ...; "
+        "fields: extension, mime, size, modified, page, path, metadata.NAME; repeatable")
+    ] = None,
+    path_prefix: Annotated[Path | None, typer.Option(
+        help="keep hits from files under this folder")] = None,
     rerank: Annotated[str | None, typer.Option(
         help="reranker NAME=SOURCE or SOURCE (any model that can rerank)")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="NAME=SOURCE (default: the model that built the collection)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    explain: Annotated[bool, typer.Option(help="show every stage's candidates")] = False,
+    explain: Annotated[bool, typer.Option(
+        help="show each stage's candidates and, in hybrid mode, the fused ranks")] = False,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
 ) -> None:
-    """Search a collection: prefetch, rescoring and an optional reranker."""
+    """Search a collection: dense, BM25 or hybrid candidates, then an optional reranker."""
     from polyseek.errors import PolyseekError
-    from polyseek.retrieval import Store
+    from polyseek.retrieval import Condition, open_store
     from polyseek.retrieval import search as run_search
+    from polyseek.retrieval.filters import parse_condition
 
     try:
-        with Store(data, qdrant_url) as store:
+        conditions = [parse_condition(w) for w in where or []]
+        if path_prefix:
+            conditions.append(Condition("path", prefix=str(path_prefix.resolve())))
+        mix = [float(w) for w in weights.split(",")] if weights else None
+    except (PolyseekError, ValueError) as exc:
+        raise _fail(exc) from exc
+    try:
+        with open_store(data, qdrant_url) as store:
             built = store.spec(collection)
             spec = _specs([model or f"{built.model}={built.source}"])[0]
             from polyseek.models import load_model
@@ -283,20 +313,96 @@ def search(
                 rerank_spec = _specs([rerank])[0]
                 reranker = load_model(rerank_spec.source, name=rerank_spec.name)
             result = run_search(query, collection, encoder, store=store, top_k=top_k,
+                                mode=mode, fusion=fusion, weights=mix, where=conditions,
                                 rerank=reranker, explain=explain)
     except PolyseekError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return
     for stage in result.stages:
         typer.echo(f"[{stage.name} by {stage.vector}: {len(stage.candidates)} candidates]")
         for hit in stage.candidates:
-            typer.echo(f"  {hit.score:.4f}  {hit.path}" + (f" p{hit.page}" if hit.page else ""))
+            ranks = " ".join(f"{k}#{v}" for k, v in (hit.ranks or {}).items())
+            typer.echo(f"  {hit.score:.4f}  {hit.path}" + (f" p{hit.page}" if hit.page else "")
+                       + (f"  ({ranks})" if ranks else ""))
     for rank, hit in enumerate(result.hits, start=1):
-        where = hit.path + (f" (page {hit.page})" if hit.page else "")
-        typer.echo(f"{rank:>3}. {hit.score:.4f}  {where}\n     {hit.text[:160]!r}")
+        where_from = hit.path + (f" (page {hit.page})" if hit.page else "")
+        typer.echo(f"{rank:>3}. {hit.score:.4f}  {where_from}\n     {hit.text[:160]!r}")
+
+
+collections_app = typer.Typer(help="list or delete collections", no_args_is_help=True)
+app.add_typer(collections_app, name="collections")
+
+
+@collections_app.command("list")
+def collections_list(
+    data: DataOption = Path("polyseek-data"),
+    qdrant_url: QdrantUrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every collection with the model that built it and its point count."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval import open_store
+
+    try:
+        with open_store(data, qdrant_url) as store:
+            rows = [{"name": name, "points": store.count(name),
+                     **(spec.as_metadata()["polyseek"] if spec else {})}
+                    for name, spec in store.collections().items()]
+    except PolyseekError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        typer.echo(f"{row['name']}\t{row['points']} points\t{row.get('model', '-')}\t"
+                   f"bm25: {row.get('language', '-')}")
+
+
+@collections_app.command("delete")
+def collections_delete(
+    name: Annotated[str, typer.Argument(help="the collection to delete")],
+    data: DataOption = Path("polyseek-data"),
+    qdrant_url: QdrantUrlOption = None,
+) -> None:
+    """Delete a collection and its points."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval import CollectionNotFound, open_store
+
+    try:
+        with open_store(data, qdrant_url) as store:
+            if not store.delete_collection(name):
+                raise CollectionNotFound(f"no collection {name!r}")
+    except PolyseekError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"deleted {name!r}")
+
+
+@app.command()
+def push(
+    collection: Annotated[str, typer.Option(help="the embedded collection to copy")],
+    qdrant_url: Annotated[str, typer.Option(
+        "--qdrant-url", help="the Qdrant server or cluster to copy it to")],
+    data: DataOption = Path("polyseek-data"),
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Copy an embedded collection to a Qdrant server; run it again to resume or to update."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval import open_store
+    from polyseek.retrieval.push import push_collection
+
+    try:
+        with open_store(data) as source, open_store(data, qdrant_url) as target:
+            summary = push_collection(source, target, collection)
+    except PolyseekError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+    else:
+        typer.echo(f"{summary.copied} files copied, {summary.unchanged} unchanged, "
+                   f"{summary.removed} removed; {summary.points} points in {collection!r} "
+                   f"at {qdrant_url}")
 
 
 @app.command("eval")

@@ -64,8 +64,8 @@ def test_explain_and_rerank(url):
     post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
     body = post(url, "/v1/search", collection="notes", query={"text": "baking"}, top_k=1,
                 rerank=DEFAULT_MODEL, explain=True).json()
-    assert [s["name"] for s in body["stages"]] == ["rescore", "rerank"]
-    assert body["hits"][0]["path"] == "bread"
+    assert [s["name"] for s in body["stages"]] == ["rescore", "sparse", "fusion", "rerank"]
+    assert body["mode"] == "hybrid" and body["hits"][0]["path"] == "bread"
 
 
 def test_search_errors(url):

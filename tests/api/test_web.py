@@ -39,7 +39,7 @@ def test_collections_lists_model_and_points(url: str) -> None:
     assert body["object"] == "list"
     notes = next(c for c in body["data"] if c["name"] == "web-notes")
     assert notes == {"name": "web-notes", "model": DEFAULT_MODEL, "family": notes["family"],
-                     "dim": 384, "points": 3}
+                     "dim": 384, "language": "english", "points": 3}
     assert notes["family"]
 
 

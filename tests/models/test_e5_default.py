@@ -13,7 +13,7 @@ import torch
 
 from polyseek.models import DEFAULT_MODEL_SOURCE, family_of, read_config, resolve_source
 from polyseek.models.e5_q4 import PROMPTS, e5_cache_dir
-from polyseek.retrieval import Store, index_paths, search
+from polyseek.retrieval import index_paths, open_store, search
 
 from support import REPO
 
@@ -139,8 +139,8 @@ def test_swedish_queries_find_swedish_and_english_documents(e5, tmp_path):
     folder.mkdir()
     for name, text in DOCUMENTS.items():
         (folder / name).write_text(text)
-    with Store(tmp_path / "data") as store:
+    with open_store(tmp_path / "data") as store:
         index_paths([folder], "sv-en", e5, store=store)
         for query, expected in SWEDISH_QUERIES.items():
-            hits = search(query, "sv-en", e5, store=store, top_k=3).hits
+            hits = search(query, "sv-en", e5, store=store, top_k=3, mode="dense").hits
             assert Path(hits[0].path).name == expected, (query, [h.path for h in hits])

@@ -294,14 +294,14 @@ def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
     """The retrieval layer with an image-capable model: images become points of their own."""
     import shutil
 
-    from polyseek.retrieval import Store, index_paths, search
+    from polyseek.retrieval import index_paths, open_store, search
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name in IMAGES:
         shutil.copy(CLIP / name, corpus / name)
     (corpus / "note.txt").write_text("Hello world. A short note beside two pictures.")
-    with Store(tmp_path / "store") as store:
+    with open_store(tmp_path / "store") as store:
         summary = index_paths([corpus], "pictures", embedder, store=store)
         assert (summary.indexed, summary.errors) == (3, [])
         assert summary.points == 3

@@ -398,7 +398,7 @@ def test_server_image_limits_reach_the_model(checkpoint, embedder):
 
 def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
     """The retrieval layer with a multi-vector model: prefetch, full rescore, then MaxSim."""
-    from polyseek.retrieval import Store, index_paths, search
+    from polyseek.retrieval import index_paths, open_store, search
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -408,7 +408,7 @@ def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
     rows: list[int] = []  # sequences per forward pass
     hook = embedder.model.register_forward_hook(lambda _, args, out: rows.append(len(args[0])))
     try:
-        with Store(tmp_path / "store") as store:
+        with open_store(tmp_path / "store") as store:
             summary = index_paths([corpus], "mixed", embedder, store=store)
             assert (summary.indexed, summary.points, summary.errors) == (3, 3, [])
             assert sum(rows) == 3  # each file encoded once: pooled and token vectors together

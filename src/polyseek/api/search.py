@@ -1,10 +1,11 @@
-"""POST /v1/index and /v1/search: the Qdrant-backed retrieval layer over HTTP.
+"""POST /v1/index and /v1/search, /v1/collections: the retrieval layer over HTTP.
 
 Models are reached through the runtime's engines, like /v1/embeddings and /v1/rerank: batched
 with concurrent requests (indexing in the batcher's bulk lane, behind interactive requests),
-counted in /metrics, refused with 429 when the queue is full. The store (embedded Qdrant under
-`--data`, or a server at `--qdrant-url`) is opened on first use and shared in short calls, one
-at a time (`Store.call`), never held while a model runs: searches are served during indexing.
+counted in /metrics, refused with 429 when the queue is full. The store (Qdrant Edge under
+`--data`, or a Qdrant server at `--qdrant-url`) is opened on first use and shared in short
+calls, one at a time (`Store.call`), never held while a model runs: searches are served during
+indexing.
 """
 
 from __future__ import annotations
@@ -19,28 +20,75 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
-from polyseek.retrieval import Store, index_documents, search_async
+from polyseek.retrieval import (
+    CollectionNotFound,
+    Condition,
+    Document,
+    Range,
+    Store,
+    index_documents,
+    open_store,
+    search_async,
+)
 from polyseek.retrieval.encoders import EngineEncoder, EngineScorer
+from polyseek.retrieval.search import DEFAULT_FUSION, DEFAULT_MODE, Fusion, Mode
 from polyseek.runtime.inputs import model_inputs, refuse_images
 
 router = APIRouter(prefix="/v1")
 
 
+MetadataValue = str | int | float | bool | list[str] | list[int] | list[float]
+
+
 class IndexDocument(BaseModel):
     id: str = Field(min_length=1, description="stable document id; re-sending it replaces it")
     text: str = Field(min_length=1)
+    metadata: dict[str, MetadataValue] | None = Field(
+        None, description="fields to filter on in /v1/search, as metadata.NAME")
 
 
 class IndexRequest(BaseModel):
-    collection: str = Field(min_length=1, pattern=r"^[\w.-]+$")
+    collection: str = Field(min_length=1, max_length=128, pattern=r"^[\w.-]+$")
     model: str = Field(description="a served embedding model")
     documents: list[IndexDocument] = Field(min_length=1)
+    language: str | None = Field(
+        None, description="BM25 language of a new collection: english (default), swedish, "
+        "german, ... or multilingual (no stemming; any script)")
+
+
+class FilterRange(BaseModel):
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+
+
+class FilterCondition(BaseModel):
+    """A payload field and exactly one test on it."""
+
+    key: str = Field(description="extension, mime, size, modified, page, path or "
+                     "metadata.NAME")
+    match: str | int | float | bool | None = Field(None, description="equals")
+    any: list[str] | list[int] | None = Field(None, description="equals one of")
+    range: FilterRange | None = None
+    prefix: str | None = Field(None, description="starts with (text fields, e.g. path)")
+
+    def condition(self) -> Condition:
+        return Condition(self.key, self.match, tuple(self.any) if self.any else self.any,
+                         Range(**self.range.model_dump()) if self.range else None, self.prefix)
 
 
 class SearchRequest(BaseModel):
     collection: str = Field(min_length=1)
     query: str | TextInput | ImageInput
     top_k: int = Field(10, ge=1, le=1000)
+    mode: Mode = Field(DEFAULT_MODE, description="dense (embeddings), sparse (BM25) or "
+                       "hybrid (both lists, fused)")
+    fusion: Fusion = Field(DEFAULT_FUSION, description="hybrid: rrf (reciprocal rank) or "
+                           "dbsf (distribution-based score fusion)")
+    weights: tuple[float, float] | None = Field(
+        None, description="hybrid: weights of the dense and the sparse list [default 1, 1]")
+    filters: list[FilterCondition] = Field([], description="conditions every hit meets")
     rerank: str | None = Field(None, description="a served model that can rerank")
     explain: bool = False
 
@@ -54,17 +102,21 @@ class SearchHit(BaseModel):
     text: str
     mime: str
     thumbnail: str | None = Field(None, description="GET /v1/thumbnails/{thumbnail}")
+    metadata: dict[str, MetadataValue] | None = None
+    ranks: dict[str, int] | None = Field(
+        None, description="fusion: the hit's 1-based rank in the dense and sparse lists")
 
 
 class SearchStage(BaseModel):
-    name: Literal["prefetch", "rescore", "rerank"]
-    vector: str = Field(description="the named vector queried, or the reranker")
+    name: Literal["prefetch", "rescore", "sparse", "fusion", "rerank"]
+    vector: str = Field(description="the named vector queried, the fusion, or the reranker")
     candidates: list[SearchHit]
 
 
 class SearchResponse(BaseModel):
     collection: str
     model: str
+    mode: Mode
     hits: list[SearchHit]
     stages: list[SearchStage] = Field([], description="each stage's candidates, with explain")
 
@@ -74,6 +126,7 @@ class CollectionInfo(BaseModel):
     model: str | None = Field(description="the model that built it; None if not polyseek's")
     family: str | None = None
     dim: int | None = None
+    language: str | None = Field(None, description="BM25 language")
     points: int
 
 
@@ -103,7 +156,7 @@ class StoreHolder:
     def _open(self) -> None:
         with self._lock:
             if self._store is None:
-                self._store = Store(self.data_dir, self.url)
+                self._store = open_store(self.data_dir, self.url)
 
     def close(self) -> None:
         with self._lock:
@@ -115,9 +168,10 @@ class StoreHolder:
 @router.post("/index", responses=ERROR_RESPONSES)
 async def create_index(body: IndexRequest, request: Request) -> dict:
     encoder = EngineEncoder(request.app.state.registry.embedding_engine(body.model), bulk=True)
-    documents = [(d.id, d.text) for d in body.documents]
+    documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
     summary = await index_documents(documents, body.collection, encoder,
-                                    store=await request.app.state.store.get())
+                                    store=await request.app.state.store.get(),
+                                    language=body.language)
     return summary.as_dict()
 
 
@@ -133,12 +187,14 @@ async def create_search(body: SearchRequest, request: Request) -> SearchResponse
     (query,) = await model_inputs([item], request.app.state.settings.image_limits, spec.model,
                                   engine.capabilities.modalities, [("query",)])
     result = await search_async(query, body.collection, EngineEncoder(engine),
-                                store=await store.get(), top_k=body.top_k,
+                                store=await store.get(), top_k=body.top_k, mode=body.mode,
+                                fusion=body.fusion, weights=body.weights,
+                                where=[f.condition() for f in body.filters],
                                 rerank=EngineScorer(reranker) if reranker else None,
                                 explain=body.explain)
     found = result.as_dict()
-    return SearchResponse(collection=body.collection, model=spec.model, hits=found["hits"],
-                          stages=found["stages"])
+    return SearchResponse(collection=body.collection, model=spec.model, mode=result.mode,
+                          hits=found["hits"], stages=found["stages"])
 
 
 def _collection_infos(store: Store) -> list[CollectionInfo]:
@@ -146,7 +202,7 @@ def _collection_infos(store: Store) -> list[CollectionInfo]:
     for name, spec in store.collections().items():
         infos.append(CollectionInfo(name=name, model=spec and spec.model,
                                     family=spec and spec.family, dim=spec and spec.dim,
-                                    points=store.count(name)))
+                                    language=spec and spec.language, points=store.count(name)))
     return infos
 
 
@@ -154,6 +210,17 @@ def _collection_infos(store: Store) -> list[CollectionInfo]:
 async def list_collections(request: Request) -> CollectionList:
     """The store's collections, each with the model that built it and its point count."""
     return CollectionList(data=await request.app.state.store.run(_collection_infos))
+
+
+def _delete_collection(store: Store, name: str) -> None:
+    if not store.delete_collection(name):
+        raise CollectionNotFound(f"no collection {name!r}")
+
+
+@router.delete("/collections/{name}", status_code=204, responses=ERROR_RESPONSES)
+async def delete_collection(name: str, request: Request) -> None:
+    """Delete a collection and its points."""
+    await request.app.state.store.run(_delete_collection, name)
 
 
 @router.get("/thumbnails/{name}", responses=ERROR_RESPONSES,

@@ -18,7 +18,7 @@ from polyseek.eval.data import Dataset, EvalError, load_dataset
 from polyseek.eval.encoders import CachedEncoder, Truncated
 from polyseek.eval.pipelines import TOKENISATION, Bm25, Dense, Pipeline, prefetch_dim
 from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, load_model
-from polyseek.retrieval import Store
+from polyseek.retrieval import Store, open_store
 from polyseek.retrieval.encoders import LocalModel
 
 DEFAULT_DIMS = (64, 128, 256)  # curve points for a model without trained Matryoshka dims
@@ -58,7 +58,7 @@ def evaluate(
     if len({name for name, _ in specs}) < len(specs):
         raise EvalError("each --model needs its own NAME")
     scorer = _reranker(rerank) if rerank else None
-    with tempfile.TemporaryDirectory(prefix="polyseek-eval-") as tmp, Store(tmp) as store:
+    with tempfile.TemporaryDirectory(prefix="polyseek-eval-") as tmp, open_store(tmp) as store:
         pipelines: list[Pipeline] = [Bm25()]
         for name, source in specs:
             pipelines += model_pipelines(name, source, store, scorer, dims, len(pipelines))

@@ -131,6 +131,7 @@ def index_paths_ray(
     chunk_tokens: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
+    language: str | None = None,
     address: str | None = None,
     num_cpus: int = LOCAL_CPUS,
     concurrency: int | tuple[int, int] = DEFAULT_CONCURRENCY,
@@ -144,7 +145,8 @@ def index_paths_ray(
     model's own source). concurrency: model actors, a number or a (min, max) pool.
     batch_size: files per actor call. Ray starts only when some file needs embedding.
     """
-    run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim)
+    run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim,
+                      language)
     summary = IndexSummary(collection, files=len(run.files))
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)

@@ -70,6 +70,13 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def file_fields(path: Path) -> dict:
+    """What every chunk of a file records to be filtered on: extension, size (bytes) and
+    modification time (Unix seconds)."""
+    stat = path.stat()
+    return {"extension": path.suffix.lower(), "size": stat.st_size, "modified": stat.st_mtime}
+
+
 def token_windows(text: str, offsets: Offsets, size: int, overlap: int) -> list[str]:
     """Chunks of at most `size` tokens, each starting `size - overlap` tokens after the last."""
     if not 0 <= overlap < size:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from qdrant_client import models as qm
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,14 +32,26 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from polyseek.errors import PolyseekError
 from polyseek.models.base import Capabilities
-from polyseek.retrieval.documents import Chunk, discover, file_hash, read_chunks, text_chunks
+from polyseek.retrieval.bm25 import DEFAULT_LANGUAGE, document_vector
+from polyseek.retrieval.documents import (
+    Chunk,
+    discover,
+    file_fields,
+    file_hash,
+    read_chunks,
+    text_chunks,
+)
 from polyseek.retrieval.encoders import Embedding, Encoder, LocalModel
+from polyseek.retrieval.filters import metadata_indexes
 from polyseek.retrieval.store import (
     FULL,
     MULTI,
     SHORT,
+    SPARSE,
     CollectionSpec,
+    Point,
     Store,
     StoredFile,
     save_thumbnail,
@@ -123,27 +135,30 @@ async def embed_chunks(encoder: Encoder, chunks: Sequence[Chunk],
 
 
 def chunk_points(key: str, digest: str, chunks: Sequence[Chunk],
-                 vectors: Sequence[dict[str, object]], thumbnail_dir: Path) -> list[qm.PointStruct]:
-    """The points of one document version; previews of its images or pages go to
-    `thumbnail_dir`."""
-    return [
-        qm.PointStruct(
-            id=point_id(key, chunk, i),
-            vector=named,
-            payload={"path": key, "page": chunk.page, "chunk": i, "text": chunk.text,
-                     "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks),
-                     "thumbnail": save_thumbnail(chunk.thumbnail, thumbnail_dir)
-                     if chunk.thumbnail else None},
-        )
-        for i, (chunk, named) in enumerate(zip(chunks, vectors, strict=True))
-    ]
+                 vectors: Sequence[dict[str, object]], spec: CollectionSpec, thumbnail_dir: Path,
+                 fields: dict | None = None) -> list[Point]:
+    """The points of one document version, each with its text's BM25 weights and `fields`
+    (a file's extension, size and time, or a document's metadata) in the payload; previews of
+    its images or pages go to `thumbnail_dir`."""
+    points = []
+    for i, (chunk, named) in enumerate(zip(chunks, vectors, strict=True)):
+        vectors_of = dict(named)
+        if chunk.image is None and (sparse := document_vector(chunk.text, spec.language)):
+            vectors_of[SPARSE] = sparse
+        payload = {"path": key, "page": chunk.page, "chunk": i, "text": chunk.text,
+                   "mime": chunk.mime, "file_hash": digest, "n_chunks": len(chunks),
+                   "thumbnail": save_thumbnail(chunk.thumbnail, thumbnail_dir)
+                   if chunk.thumbnail else None, **(fields or {})}
+        points.append(Point(point_id(key, chunk, i), vectors_of, payload))
+    return points
 
 
 async def file_points(path: str, digest: str, chunks: list[Chunk], encoder: Encoder,
-                      spec: CollectionSpec, thumbnail_dir: Path) -> list[qm.PointStruct]:
+                      spec: CollectionSpec, thumbnail_dir: Path) -> list[Point]:
     """The points of one file version, its chunks embedded by `encoder`."""
     vectors = await embed_chunks(encoder, chunks, spec)
-    return chunk_points(path, digest, chunks, vectors, thumbnail_dir)
+    return chunk_points(path, digest, chunks, vectors, spec, thumbnail_dir,
+                        file_fields(Path(path)))
 
 
 @dataclass
@@ -162,11 +177,15 @@ class IndexRun:
 
 def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Store,
                 source: str | None = None, chunk_tokens: int | None = None,
-                overlap: int = DEFAULT_OVERLAP, short_dim: int | None = None) -> IndexRun:
+                overlap: int = DEFAULT_OVERLAP, short_dim: int | None = None,
+                language: str | None = None) -> IndexRun:
     """Create or check the collection, discover the files and read what is stored."""
     roots = [Path(p).resolve() for p in paths]
-    wanted = spec_for(model, source, short_dim)
-    spec = store.ensure_collection(collection, wanted, model)
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise PolyseekError(f"no such file or folder: {', '.join(missing)}")
+    wanted = spec_for(model, source, short_dim, language or DEFAULT_LANGUAGE)
+    spec = store.ensure_collection(collection, wanted, model, language)
     size = chunk_tokens or default_chunk_tokens(model.capabilities)
     files = discover(roots, model.capabilities.modalities)
     return IndexRun(roots, files, spec, wanted.source, size, overlap,
@@ -174,10 +193,12 @@ def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Stor
 
 
 def finish_run(run: IndexRun, collection: str, store: Store, summary: IndexSummary) -> None:
-    """Drop the points of files gone from disk and count what the collection holds."""
+    """Drop the points of files gone from disk, build the vector index of what was written,
+    and count what the collection holds."""
     summary.removed, deleted = _remove_missing(run.roots, run.files, collection, store,
                                                run.stored)
     summary.deleted_points += deleted
+    store.optimize(collection)
     summary.points = store.count(collection)
 
 
@@ -191,6 +212,7 @@ def index_paths(
     chunk_tokens: int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
+    language: str | None = None,
     progress: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
 ) -> IndexSummary:
@@ -200,11 +222,13 @@ def index_paths(
     source: how to load `model` again (recorded with the collection; default: its directory).
     short_dim: prefetch vector size; default a trained Matryoshka dim, none for other models;
     0 for none.
+    language: BM25 language of a new collection (default English); an existing collection
+    must have been built with it.
     on_file: called after each file is written (or skipped, or failed).
     """
     encoder = LocalModel(model)
     run = prepare_run(paths, collection, encoder, store, source, chunk_tokens, overlap,
-                      short_dim)
+                      short_dim, language)
     summary = IndexSummary(collection, files=len(run.files))
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)
@@ -254,7 +278,7 @@ def _index_file(path: Path, collection: str, encoder: Encoder, store: Store,
     return write_points(str(path), digest, points, collection, store, run.stored)
 
 
-def write_points(key: str, digest: str, points: list[qm.PointStruct] | None, collection: str,
+def write_points(key: str, digest: str, points: list[Point] | None, collection: str,
                  store: Store, stored: dict[str, dict[str, StoredFile]]) -> FileResult:
     """Upsert `points`, version `digest` of `key` (None: that version is stored whole), then
     delete the other versions of `key`."""
@@ -270,14 +294,29 @@ def write_points(key: str, digest: str, points: list[qm.PointStruct] | None, col
 
 
 @dataclass
-class _Document:
-    key: str
+class Document:
+    """A text given in memory (/v1/index): its id, and metadata to filter on."""
+
+    id: str
+    text: str
+    metadata: dict | None = None
+
+
+@dataclass
+class _Chunked:
+    doc: Document
     digest: str
     chunks: list[Chunk]
 
 
+def document_digest(doc: Document) -> str:
+    """The version of a document: its text and metadata."""
+    meta = "\0" + json.dumps(doc.metadata, sort_keys=True) if doc.metadata else ""
+    return hashlib.sha256((doc.text + meta).encode()).hexdigest()
+
+
 async def index_documents(
-    documents: Sequence[tuple[str, str]],
+    documents: Sequence[Document | tuple[str, str]],
     collection: str,
     encoder: Encoder,
     *,
@@ -285,50 +324,60 @@ async def index_documents(
     source: str | None = None,
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
+    language: str | None = None,
 ) -> IndexSummary:
-    """Index (id, text) documents given in memory, with the same idempotence as files:
-    an id whose text is stored whole is skipped, a changed text replaces its old chunks.
-    `short_dim`: prefetch vector size for a new collection (default as `index_paths`; 0: none).
+    """Index documents (or (id, text) pairs) given in memory, with the same idempotence as
+    files: an id whose text and metadata are stored whole is skipped, a changed one replaces
+    its old chunks. `short_dim`, `language`: as `index_paths`, for a new collection.
 
     The store is used in short calls (the collection, what is stored, one document's points);
     chunks are embedded between them, about EMBED_GROUP at a time, so concurrent requests keep
     being served. An error stops the run: documents written so far stay, a retry skips them.
     """
+    docs = [d if isinstance(d, Document) else Document(*d) for d in documents]
     spec = await store.call(store.ensure_collection, collection,
-                            spec_for(encoder, source, short_dim), encoder)
+                            spec_for(encoder, source, short_dim, language or DEFAULT_LANGUAGE),
+                            encoder, language)
+    wanted_indexes = {k: v for d in docs if d.metadata
+                      for k, v in metadata_indexes(d.metadata).items()}
+    if wanted_indexes:
+        await store.call(store.ensure_indexes, collection, wanted_indexes)
     stored = await store.call(store.stored_files, collection)
-    summary = IndexSummary(collection, files=len(documents))
-    changed: list[tuple[str, str, str]] = []
-    for key, text in documents:
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        if _is_whole(stored, key, digest):
-            summary.add(await store.call(write_points, key, digest, None, collection, store,
+    summary = IndexSummary(collection, files=len(docs))
+    changed: list[tuple[Document, str]] = []
+    for doc in docs:
+        digest = document_digest(doc)
+        if _is_whole(stored, doc.id, digest):
+            summary.add(await store.call(write_points, doc.id, digest, None, collection, store,
                                          stored))
         else:
-            changed.append((key, digest, text))
+            changed.append((doc, digest))
     chunked = await asyncio.to_thread(_chunk_documents, changed, encoder, overlap)
     for group in _groups(chunked, EMBED_GROUP):
-        vectors = await embed_chunks(encoder, [c for doc in group for c in doc.chunks], spec)
-        for doc in group:
-            named, vectors = vectors[: len(doc.chunks)], vectors[len(doc.chunks) :]
-            points = chunk_points(doc.key, doc.digest, doc.chunks, named, store.thumbnail_dir)
-            summary.add(await store.call(write_points, doc.key, doc.digest, points, collection,
-                                         store, stored))
+        vectors = await embed_chunks(encoder, [c for item in group for c in item.chunks], spec)
+        for item in group:
+            named, vectors = vectors[: len(item.chunks)], vectors[len(item.chunks) :]
+            fields = {"metadata": item.doc.metadata} if item.doc.metadata else None
+            points = chunk_points(item.doc.id, item.digest, item.chunks, named, spec,
+                                  store.thumbnail_dir, fields)
+            summary.add(await store.call(write_points, item.doc.id, item.digest, points,
+                                         collection, store, stored))
+    await store.call(store.optimize, collection)
     summary.points = await store.call(store.count, collection)
     return summary
 
 
-def _chunk_documents(documents: list[tuple[str, str, str]], encoder: Encoder,
-                     overlap: int) -> list[_Document]:
-    """(key, digest, text) -> the text's token windows, sized for `encoder`."""
+def _chunk_documents(documents: list[tuple[Document, str]], encoder: Encoder,
+                     overlap: int) -> list[_Chunked]:
+    """(document, digest) -> the text's token windows, sized for `encoder`."""
     size = default_chunk_tokens(encoder.capabilities)
-    return [_Document(key, digest, text_chunks(text, encoder, size, overlap))
-            for key, digest, text in documents]
+    return [_Chunked(doc, digest, text_chunks(doc.text, encoder, size, overlap))
+            for doc, digest in documents]
 
 
-def _groups(documents: list[_Document], chunks: int) -> Iterator[list[_Document]]:
+def _groups(documents: list[_Chunked], chunks: int) -> Iterator[list[_Chunked]]:
     """Consecutive documents holding at least `chunks` chunks together (the last group fewer)."""
-    group: list[_Document] = []
+    group: list[_Chunked] = []
     count = 0
     for doc in documents:
         group.append(doc)

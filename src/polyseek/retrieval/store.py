@@ -1,11 +1,18 @@
-"""The Qdrant store: one collection per index, recording the model that built it.
+"""The store interface: one collection per index, recording the model that built it.
 
-Embedded local mode (`QdrantClient(path=...)`) by default; a server or cluster by URL through
-the same client and the same calls. Each point holds named vectors:
+Two adapters hold the same collection layout:
+
+- `EdgeStore` (embedded, the default): a Qdrant Edge shard per collection under `--data`;
+- `ServerStore`: a Qdrant server or cluster through `qdrant-client` (`--qdrant-url`).
+
+Each point holds named vectors and a payload:
 
 - ``full``: the model's full dense vector (cosine);
 - ``short``: a Matryoshka prefix for prefetch, only when the collection has a short dim;
-- ``multi``: token vectors compared by MaxSim, only when the model declares a multi-vector.
+- ``multi``: token vectors compared by MaxSim, only when the model declares a multi-vector;
+- ``bm25``: the text's BM25 term weights (sparse, IDF applied by the engine), text chunks only.
+
+Callers reach the store in short calls through `Store.call`, never while a model runs.
 """
 
 from __future__ import annotations
@@ -16,23 +23,25 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
-from qdrant_client import QdrantClient
-from qdrant_client import models as qm
 
-from polyseek.errors import PolyseekError
+from polyseek.errors import InvalidInput, PolyseekError
+from polyseek.retrieval.bm25 import DEFAULT_LANGUAGE, SparseVector, check_language
+from polyseek.retrieval.filters import FIELDS, Filter, IndexKind
 
-FULL, SHORT, MULTI = "full", "short", "multi"
+FULL, SHORT, MULTI, SPARSE = "full", "short", "multi", "bm25"
 DEFAULT_DATA_DIR = Path("polyseek-data")
 # Prefer a trained Matryoshka dim of at least this size for the prefetch vector.
 PREFERRED_SHORT_DIM = 128
 THUMBNAIL_SIZE = 320  # longest side of a preview, pixels
 THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}\.jpg")
+COLLECTION_NAME = re.compile(r"(?!\.{1,2}$)[\w.-]{1,128}")
 T = TypeVar("T")
 
 
@@ -61,9 +70,26 @@ class CollectionNotFound(PolyseekError):
     """No collection of that name in the store."""
 
 
+class StoreBusy(PolyseekError):
+    """Another process holds the embedded store (HTTP 409)."""
+
+
+class StoreUnavailable(PolyseekError):
+    """The store cannot be opened as it is: an older layout, or an unreachable server."""
+
+
+def check_collection_name(name: str) -> str:
+    """`name` if it can name a collection (letters, digits, `_`, `.`, `-`; not `.` or `..`)."""
+    if not COLLECTION_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid collection name {name!r}: use 1 to 128 letters, digits, '_', '.' or '-' "
+            "(not '.' or '..')", ("collection",))
+    return name
+
+
 @dataclass(frozen=True)
 class CollectionSpec:
-    """What a collection records about the model that built it (Qdrant collection metadata)."""
+    """What a collection records about the model that built it, and its BM25 language."""
 
     model: str  # the model's name, as given on the command line (NAME=SOURCE)
     source: str  # where to load it from again (a directory, bundled package or hub id)
@@ -71,14 +97,18 @@ class CollectionSpec:
     dim: int
     short_dim: int | None  # prefetch vector size, None when there is no short vector
     multivector_dim: int | None  # MaxSim token vector size, None when none
+    language: str = DEFAULT_LANGUAGE  # BM25 stemmer and stop words ("multilingual": none)
 
     def as_metadata(self) -> dict[str, Any]:
-        return {"polyseek": self.__dict__.copy()}
+        return {"polyseek": asdict(self)}
 
     @classmethod
     def from_metadata(cls, metadata: dict | None) -> CollectionSpec | None:
         record = (metadata or {}).get("polyseek")
-        return cls(**record) if record else None
+        if not record:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
 
 
 def model_name(model) -> str:
@@ -99,7 +129,8 @@ def default_short_dim(matryoshka_dims: Iterable[int], dim: int) -> int | None:
     return next((d for d in dims if d >= PREFERRED_SHORT_DIM), dims[-1])
 
 
-def spec_for(model, source: str | None = None, short_dim: int | None = None) -> CollectionSpec:
+def spec_for(model, source: str | None = None, short_dim: int | None = None,
+             language: str = DEFAULT_LANGUAGE) -> CollectionSpec:
     """The collection record for `model`; `short_dim` overrides the Matryoshka default
     (0: no short vector)."""
     caps = model.capabilities
@@ -117,7 +148,33 @@ def spec_for(model, source: str | None = None, short_dim: int | None = None) -> 
         dim=caps.dim,
         short_dim=short,
         multivector_dim=(caps.multivector_dim or caps.dim) if caps.multivector else None,
+        language=check_language(language),
     )
+
+
+Vector = list[float] | list[list[float]] | SparseVector
+
+
+@dataclass
+class Point:
+    """A point as the store holds it; `score` is set on query results."""
+
+    id: str
+    vectors: dict[str, Vector] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+    score: float = 0.0
+
+
+@dataclass
+class Nearest:
+    """A nearest-neighbour query on one named vector; `prefetch` narrows the candidates
+    first (Qdrant's prefetch), `exact` skips the HNSW index."""
+
+    using: str
+    vector: Vector
+    limit: int
+    prefetch: Nearest | None = None
+    exact: bool = False
 
 
 @dataclass
@@ -129,21 +186,26 @@ class StoredFile:
     ids: list[str]
 
 
-class Store:
-    """A Qdrant client (embedded under `data_dir`, or a server at `url`) and our conventions."""
+# payload indexes every collection gets (metadata fields get theirs as documents bring them)
+BASE_INDEXES: dict[str, IndexKind] = FIELDS
 
-    def __init__(self, data_dir: str | Path | None = None, url: str | None = None):
-        self.remote = bool(url)
+
+class Store(ABC):
+    """One store and our conventions on it; adapters implement the abstract methods."""
+
+    remote: bool
+    thumbnail_dir: Path  # previews of images and PDF pages, beside the data, for both adapters
+
+    def __init__(self, data_dir: str | Path | None):
         path = Path(data_dir or DEFAULT_DATA_DIR)
         path.mkdir(parents=True, exist_ok=True)
-        # previews of images and PDF pages live beside the store, also for a Qdrant server
+        self.data_dir = path
         self.thumbnail_dir = path / "thumbnails"
-        self.client = QdrantClient(url=url) if url else QdrantClient(path=str(path))
         self._lock = threading.Lock()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on a worker thread, one call at a time: how concurrent requests share
-        the store (embedded Qdrant is single-writer). Keep `fn` short: no model calls."""
+        the store. Keep `fn` short: no model calls."""
 
         def locked() -> T:
             with self._lock:
@@ -158,33 +220,79 @@ class Store:
         path = self.thumbnail_dir / name
         return path if path.is_file() else None
 
-    def close(self) -> None:
-        with self._lock:
-            self.client.close()
-
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- collections ---------------------------------------------------------------------
+    # -- what an adapter implements ------------------------------------------------------
+
+    @abstractmethod
+    def names(self) -> list[str]:
+        """Every collection's name, sorted."""
+
+    @abstractmethod
+    def metadata(self, collection: str) -> dict | None:
+        """The collection's metadata; raises CollectionNotFound."""
+
+    @abstractmethod
+    def create(self, collection: str, spec: CollectionSpec) -> None:
+        """Create the collection for `spec`, with BASE_INDEXES, atomically."""
+
+    @abstractmethod
+    def delete_collection(self, collection: str) -> bool:
+        """Drop the collection; False when there was none."""
+
+    @abstractmethod
+    def upsert(self, collection: str, points: list[Point]) -> None:
+        """Write `points` durably (they survive a crash once this returns)."""
+
+    @abstractmethod
+    def delete_ids(self, collection: str, ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def count(self, collection: str) -> int: ...
+
+    @abstractmethod
+    def scroll(self, collection: str, payload: list[str] | None = None) -> Iterator[Point]:
+        """Every point without its vectors, with the `payload` fields (default: all)."""
+
+    @abstractmethod
+    def retrieve(self, collection: str, ids: list[str]) -> list[Point]:
+        """The points with these ids (those that exist), vectors and payload included."""
+
+    @abstractmethod
+    def query(self, collection: str, query: Nearest, where: Filter | None = None) -> list[Point]:
+        """The best points for `query`, best first, payload included; `where` applies to
+        every stage, inside the engine."""
+
+    @abstractmethod
+    def indexes(self, collection: str) -> dict[str, IndexKind]:
+        """The payload fields that have an index, with its kind."""
+
+    @abstractmethod
+    def create_index(self, collection: str, key: str, kind: IndexKind) -> None: ...
+
+    @abstractmethod
+    def optimize(self, collection: str) -> None:
+        """Build the vector indexes of what was written (the engine's HNSW)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- our conventions -----------------------------------------------------------------
 
     def spec(self, collection: str) -> CollectionSpec:
         """The model record of an existing collection."""
-        if not self.client.collection_exists(collection):
-            raise CollectionNotFound(f"no collection {collection!r}; index some files first")
-        info = self.client.get_collection(collection)
-        spec = CollectionSpec.from_metadata(info.config.metadata)
+        spec = CollectionSpec.from_metadata(self.metadata(collection))
         if spec is None:
             raise PolyseekError(f"collection {collection!r} was not created by polyseek")
         return spec
 
     def collections(self) -> dict[str, CollectionSpec | None]:
         """Every collection by name (sorted), with its model record (None if not polyseek's)."""
-        names = sorted(c.name for c in self.client.get_collections().collections)
-        return {name: CollectionSpec.from_metadata(
-            self.client.get_collection(name).config.metadata) for name in names}
+        return {name: CollectionSpec.from_metadata(self.metadata(name)) for name in self.names()}
 
     def check_model(self, collection: str, model) -> CollectionSpec:
         """The collection's record, or ModelMismatch when `model` did not build it."""
@@ -199,51 +307,46 @@ class Store:
             )
         return spec
 
-    def ensure_collection(self, collection: str, spec: CollectionSpec, model) -> CollectionSpec:
-        """Create the collection for `spec`, or check an existing one was built by `model`."""
-        if self.client.collection_exists(collection):
-            return self.check_model(collection, model)
-        vectors = {FULL: qm.VectorParams(size=spec.dim, distance=qm.Distance.COSINE)}
-        if spec.short_dim:
-            vectors[SHORT] = qm.VectorParams(size=spec.short_dim, distance=qm.Distance.COSINE)
-        if spec.multivector_dim:
-            vectors[MULTI] = qm.VectorParams(
-                size=spec.multivector_dim, distance=qm.Distance.COSINE,
-                multivector_config=qm.MultiVectorConfig(
-                    comparator=qm.MultiVectorComparator.MAX_SIM),
-            )
-        self.client.create_collection(collection, vectors_config=vectors,
-                                      metadata=spec.as_metadata())
-        if self.remote:  # local mode ignores payload indexes (and warns)
-            self.client.create_payload_index(collection, "path", qm.PayloadSchemaType.KEYWORD)
-        return spec
+    def ensure_collection(self, collection: str, spec: CollectionSpec, model,
+                          language: str | None = None) -> CollectionSpec:
+        """Create the collection for `spec`, or check an existing one was built by `model`
+        (and, when `language` is given, with that BM25 language)."""
+        check_collection_name(collection)
+        if collection not in self.names():
+            self.create(collection, spec)
+            return spec
+        existing = self.check_model(collection, model)
+        if language is not None and existing.language != language:
+            raise ModelMismatch(
+                f"collection {collection!r} was built with BM25 language "
+                f"{existing.language!r}, not {language!r}; index into another collection")
+        return existing
 
-    # -- points --------------------------------------------------------------------------
+    def ensure_indexes(self, collection: str, wanted: dict[str, IndexKind]) -> None:
+        """Create the payload indexes in `wanted` that the collection does not have yet."""
+        have = self.indexes(collection)
+        for key, kind in wanted.items():
+            if key not in have:
+                self.create_index(collection, key, kind)
 
     def stored_files(self, collection: str) -> dict[str, dict[str, StoredFile]]:
         """path -> file hash -> what is stored for that version of the file."""
         files: dict[str, dict[str, StoredFile]] = {}
-        offset = None
-        while True:
-            points, offset = self.client.scroll(
-                collection, limit=1024, offset=offset,
-                with_payload=["path", "file_hash", "n_chunks"], with_vectors=False)
-            for point in points:
-                p = point.payload or {}
-                versions = files.setdefault(p["path"], {})
-                stored = versions.setdefault(p["file_hash"],
-                                             StoredFile(p["file_hash"], p["n_chunks"], []))
-                stored.ids.append(str(point.id))
-            if offset is None:
-                return files
+        for point in self.scroll(collection, ["path", "file_hash", "n_chunks"]):
+            p = point.payload
+            versions = files.setdefault(p["path"], {})
+            stored = versions.setdefault(p["file_hash"],
+                                         StoredFile(p["file_hash"], p["n_chunks"], []))
+            stored.ids.append(point.id)
+        return files
 
-    def upsert(self, collection: str, points: list[qm.PointStruct]) -> None:
-        if points:
-            self.client.upsert(collection, points, wait=True)
 
-    def delete_ids(self, collection: str, ids: list[str]) -> None:
-        if ids:
-            self.client.delete(collection, qm.PointIdsList(points=ids), wait=True)
+def open_store(data_dir: str | Path | None = None, url: str | None = None) -> Store:
+    """The embedded store under `data_dir`, or the Qdrant server at `url`."""
+    if url:
+        from polyseek.retrieval.server_store import ServerStore
 
-    def count(self, collection: str) -> int:
-        return self.client.count(collection, exact=True).count
+        return ServerStore.connect(url, data_dir)
+    from polyseek.retrieval.edge_store import EdgeStore
+
+    return EdgeStore(data_dir)
