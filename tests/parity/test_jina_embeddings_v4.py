@@ -450,5 +450,6 @@ def test_index_and_search_over_http_encode_each_text_once(checkpoint, tmp_path):
         assert found.status_code == 200, found.text
         assert sequences() == 3
     body = found.json()
-    assert [stage["vector"] for stage in body["stages"]] == ["short", "full", "multi"]
+    assert [stage["vector"] for stage in body["stages"]] == ["short", "full", "multi", "bm25",
+                                                             "rrf"]
     assert body["hits"][0]["path"] == "b"

@@ -192,8 +192,10 @@ async def search_async(
     trace: list[Stage] = []
     lists: dict[str, list[Point]] = {}
     text = query if isinstance(query, str) else None
-    if mode == "sparse" and text is None:
-        raise InvalidInput("sparse search needs a text query", ("query",))
+    if text is None:  # an image has no terms
+        if mode == "sparse":
+            raise InvalidInput("sparse search needs a text query", ("query",))
+        mode = "dense"
     depth = max(limit, MIN_CANDIDATES) if mode == "hybrid" else limit
     if mode != "sparse":
         stages = dense_stages(await encode_query(encoder, query, spec), depth)
