@@ -169,3 +169,108 @@ def test_index_and_search_get_429_when_the_queue_is_full(tiny_queue_url):
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["type"] == "overloaded"
     assert post(url, "/v1/search", collection="notes", query="tides").status_code == 200
+
+
+TAGGED = [
+    {"id": "docs/sv/kanel", "text": "Kanelbullar bakas med smör, socker och kanel.",
+     "metadata": {"lang": "sv", "year": 2021, "score": 0.5}},
+    {"id": "docs/en/bread", "text": "Sourdough bread needs an active starter and a hot oven.",
+     "metadata": {"lang": "en", "year": 2019, "score": 0.9}},
+    {"id": "blog/en/zymurgy", "text": "Zymurgy is the chemistry of fermentation in brewing.",
+     "metadata": {"lang": "en", "year": 2023, "tags": ["beer", "science"]}},
+]
+
+
+def paths(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [hit["path"] for hit in response.json()["hits"]]
+
+
+def test_search_modes_sparse_dense_and_hybrid_with_ranks(url):
+    assert post(url, "/v1/index", collection="modes", model=DEFAULT_MODEL,
+                documents=TAGGED).status_code == 200
+    # a rare term only BM25 matches literally
+    assert paths(post(url, "/v1/search", collection="modes", query="zymurgy", mode="sparse")) \
+        == ["blog/en/zymurgy"]
+    assert paths(post(url, "/v1/search", collection="modes", query="qwxyz unknown",
+                      mode="sparse")) == []
+    assert len(paths(post(url, "/v1/search", collection="modes", query="qwxyz",
+                          mode="dense"))) == 3
+    for fusion in ("rrf", "dbsf"):
+        body = post(url, "/v1/search", collection="modes", query="zymurgy brewing",
+                    mode="hybrid", fusion=fusion, explain=True).json()
+        assert body["mode"] == "hybrid" and body["hits"][0]["path"] == "blog/en/zymurgy"
+        fused = body["stages"][-1]
+        assert (fused["name"], fused["vector"]) == ("fusion", fusion)
+        dense, sparse = body["stages"][0]["candidates"], body["stages"][1]["candidates"]
+        for hit in fused["candidates"]:  # each fused hit names its rank in each list
+            ranks = hit["ranks"]
+            assert ranks and set(ranks) <= {"dense", "sparse"}
+            if "sparse" in ranks:
+                assert sparse[ranks["sparse"] - 1]["id"] == hit["id"]
+            if "dense" in ranks:
+                assert dense[ranks["dense"] - 1]["id"] == hit["id"]
+    # all weight on the sparse list: the fused order is the BM25 order
+    only_sparse = post(url, "/v1/search", collection="modes", query="bread oven starter",
+                       weights=[0, 1])
+    assert paths(only_sparse)[:1] == paths(post(url, "/v1/search", collection="modes",
+                                                query="bread oven starter", mode="sparse"))[:1]
+    for bad in ({"mode": "fuzzy"}, {"fusion": "max"}, {"weights": [0, 0]},
+                {"weights": [1, -1]}, {"weights": [1]}):
+        assert post(url, "/v1/search", collection="modes", query="x", **bad).status_code == 422
+
+
+def test_metadata_filters_apply_inside_the_engine(url):
+    post(url, "/v1/index", collection="tagged", model=DEFAULT_MODEL, documents=TAGGED)
+
+    def found(*filters, mode="hybrid") -> list[str]:
+        return sorted(paths(post(url, "/v1/search", collection="tagged", query="baking bread",
+                                 mode=mode, top_k=10, filters=list(filters))))
+
+    assert found({"key": "metadata.lang", "match": "sv"}) == ["docs/sv/kanel"]
+    assert found({"key": "metadata.year", "range": {"gte": 2020}}) == [
+        "blog/en/zymurgy", "docs/sv/kanel"]
+    assert found({"key": "metadata.year", "any": [2019, 2023]}) == [
+        "blog/en/zymurgy", "docs/en/bread"]
+    assert found({"key": "metadata.tags", "match": "beer"}) == ["blog/en/zymurgy"]
+    assert found({"key": "metadata.score", "match": 0.5}) == ["docs/sv/kanel"]
+    assert found({"key": "path", "prefix": "docs/"}, mode="dense") == [
+        "docs/en/bread", "docs/sv/kanel"]
+    assert found({"key": "path", "prefix": "docs/"}, {"key": "metadata.lang", "match": "en"},
+                 mode="sparse") == ["docs/en/bread"]
+    assert found({"key": "metadata.lang", "match": "fi"}) == []
+    hit = post(url, "/v1/search", collection="tagged", query="kanel").json()["hits"][0]
+    assert hit["metadata"] == TAGGED[0]["metadata"]
+    flagged = {"id": "x", "text": "x", "metadata": {"draft": True}}
+    assert post(url, "/v1/index", collection="tagged", model=DEFAULT_MODEL,
+                documents=[flagged]).status_code == 422
+    for bad in ({"key": "secret", "match": "x"}, {"key": "metadata.lang"},
+                {"key": "metadata.lang", "match": "sv", "prefix": "s"},
+                {"key": "size", "prefix": "1"}, {"key": "metadata.year", "range": {}},
+                {"key": "metadata.year", "any": []}, {"key": "metadata.lang", "match": True},
+                {"key": "metadata.year", "any": ["2019", 2023]}):
+        refused = post(url, "/v1/search", collection="tagged", query="x", filters=[bad])
+        assert refused.status_code == 422, (bad, refused.text)
+
+
+def test_collection_language_and_delete(url):
+    indexed = post(url, "/v1/index", collection="svenska", model=DEFAULT_MODEL,
+                   documents=TAGGED[:1], language="swedish")
+    assert indexed.status_code == 200, indexed.text
+    # Swedish stemming: "kanelbulle" and "kanelbullar" share a stem
+    assert paths(post(url, "/v1/search", collection="svenska", query="kanelbulle",
+                      mode="sparse")) == ["docs/sv/kanel"]
+    listed = httpx.get(f"{url}/v1/collections").json()["data"]
+    assert next(c for c in listed if c["name"] == "svenska")["language"] == "swedish"
+    other = post(url, "/v1/index", collection="svenska", model=DEFAULT_MODEL,
+                 documents=TAGGED[:1], language="german")
+    assert other.status_code == 400 and "BM25 language 'swedish'" in other.text
+    assert post(url, "/v1/index", collection="x", model=DEFAULT_MODEL, documents=TAGGED[:1],
+                language="klingon").status_code == 422
+    for name in (".", ".."):
+        assert post(url, "/v1/index", collection=name, model=DEFAULT_MODEL,
+                    documents=TAGGED[:1]).status_code == 422
+    assert httpx.delete(f"{url}/v1/collections/svenska").status_code == 204
+    assert httpx.delete(f"{url}/v1/collections/svenska").status_code == 404
+    assert "svenska" not in {c["name"] for c in httpx.get(f"{url}/v1/collections").json()["data"]}
+    assert post(url, "/v1/search", collection="svenska", query="x").status_code == 404

@@ -16,7 +16,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
@@ -37,14 +37,16 @@ from polyseek.runtime.inputs import model_inputs, refuse_images
 router = APIRouter(prefix="/v1")
 
 
-MetadataValue = str | int | float | bool | list[str] | list[int] | list[float]
+MetadataValue = StrictStr | StrictInt | StrictFloat | list[StrictStr] | list[StrictInt] | list[
+    StrictFloat]
 
 
 class IndexDocument(BaseModel):
     id: str = Field(min_length=1, description="stable document id; re-sending it replaces it")
     text: str = Field(min_length=1)
     metadata: dict[str, MetadataValue] | None = Field(
-        None, description="fields to filter on in /v1/search, as metadata.NAME")
+        None, description="fields to filter on in /v1/search, as metadata.NAME: strings, "
+        "numbers or lists of them")
 
 
 class IndexRequest(BaseModel):
@@ -68,8 +70,8 @@ class FilterCondition(BaseModel):
 
     key: str = Field(description="extension, mime, size, modified, page, path or "
                      "metadata.NAME")
-    match: str | int | float | bool | None = Field(None, description="equals")
-    any: list[str] | list[int] | None = Field(None, description="equals one of")
+    match: StrictStr | StrictInt | StrictFloat | None = Field(None, description="equals")
+    any: list[StrictStr] | list[StrictInt] | None = Field(None, description="equals one of")
     range: FilterRange | None = None
     prefix: str | None = Field(None, description="starts with (text fields, e.g. path)")
 

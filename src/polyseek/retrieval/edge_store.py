@@ -45,7 +45,7 @@ SCROLL_PAGE = 1024
 HNSW_M, HNSW_EF_CONSTRUCT = 16, 100
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors below which a segment is searched exhaustively
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
-           "float": qe.PayloadSchemaType.Float, "bool": qe.PayloadSchemaType.Bool}
+           "float": qe.PayloadSchemaType.Float}
 _KIND = {schema: kind for kind, schema in _SCHEMA.items()}
 
 
@@ -85,7 +85,7 @@ def _condition(c: Condition) -> qe.FieldCondition:
     if c.range is not None:
         r = c.range
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
-    if isinstance(c.match, float):  # Qdrant matches strings, integers and booleans exactly
+    if isinstance(c.match, float):  # Qdrant matches strings and integers exactly
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.match, lte=c.match))
     match = (qe.MatchValue(c.match) if c.match is not None
              else qe.MatchAny(list(c.any)) if c.any is not None else qe.MatchPrefix(c.prefix))
