@@ -293,12 +293,14 @@ def search(
     from polyseek.retrieval import Condition, open_store
     from polyseek.retrieval import search as run_search
     from polyseek.retrieval.filters import parse_condition
+    from polyseek.retrieval.search import check_options
 
     try:
         conditions = [parse_condition(w) for w in where or []]
         if path_prefix:
             conditions.append(Condition("path", prefix=str(path_prefix.resolve())))
         mix = [float(w) for w in weights.split(",")] if weights else None
+        check_options(mode, fusion, mix, top_k)
     except (PolyseekError, ValueError) as exc:
         raise _fail(exc) from exc
     try:
