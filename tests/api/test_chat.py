@@ -175,3 +175,15 @@ def test_a_long_generation_does_not_block_health_or_embeddings(server):
         assert next(lines) is not None  # still generating
     assert embedded.status_code == 200
     assert health_seconds < 1.0 and embed_seconds < 3.0
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(server):
+    before = _generated(server)
+    body = {"model": CHAT_MODEL, "messages": STORY, "temperature": 0, "max_tokens": 2000}
+    with httpx.Client(base_url=server, timeout=1.5) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/chat/completions", json=body)  # gives up and closes the connection
+    time.sleep(1.0)
+    settled = _generated(server)
+    time.sleep(1.0)
+    assert _generated(server) == settled, "generation went on after the client left"
+    assert 0 < settled - before < 500

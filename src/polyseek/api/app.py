@@ -14,7 +14,7 @@ from polyseek import __version__
 from polyseek.api import chat, embeddings, models, rerank, search, web
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
-from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware
+from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware, UnexpectedErrors
 from polyseek.inputs.images import ImageLimits
 from polyseek.runtime.batcher import BatchLimits
 from polyseek.runtime.metrics import Metrics
@@ -79,4 +79,5 @@ def create_app(settings: ServerSettings | None = None,
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(PrometheusMiddleware, metrics=metrics)
+    app.add_middleware(UnexpectedErrors)
     return app

@@ -62,6 +62,10 @@ def usage_of(delta: TextDelta) -> CompletionUsage:
 @router.post("/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     engine = request.app.state.registry.chat_engine(body.model)
+    context = engine.capabilities.max_tokens
+    if body.token_limit > context:
+        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise InvalidInput(f"{field} is over the model's {context}-token context", (field,))
     messages = await to_chat_messages(body, engine.capabilities,
                                       request.app.state.settings.image_limits)
     sampling = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature,
@@ -75,8 +79,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     text, last = first.text, first
-    async for delta in deltas:
-        text, last = text + delta.text, delta
+    try:
+        async for delta in deltas:
+            if await request.is_disconnected():  # nobody is waiting for the rest
+                break
+            text, last = text + delta.text, delta
+    finally:
+        await deltas.aclose()
     return ChatCompletion(
         id=completion_id, created=created, model=body.model,
         choices=[Choice(message=AssistantMessage(content=text),

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,8 +21,6 @@ from polyseek.errors import (
     WrongModelKind,
 )
 from polyseek.retrieval.store import CollectionNotFound, StoreBusy, StoreUnavailable
-
-log = logging.getLogger("polyseek.api")
 
 # error class -> (status, type)
 _STATUS: dict[type[PolyseekError], tuple[int, str]] = {
@@ -76,13 +72,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-    return error_response(500, f"internal error: {type(exc).__name__}", "internal_error")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PolyseekError, _polyseek_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,13 +1,46 @@
-"""ASGI middleware: request body cap (413) and per-route Prometheus metrics."""
+"""ASGI middleware: request body cap (413), per-route Prometheus metrics, and a last-resort
+500 that keeps the connection open."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from polyseek.api.errors import error_response
 from polyseek.runtime.metrics import Metrics
+
+log = logging.getLogger("polyseek.api")
+
+
+class UnexpectedErrors:
+    """Answer an unhandled exception with a JSON 500 and return normally, so the server keeps
+    the client's keep-alive connection (Starlette's own handler re-raises, and the server then
+    drops the connection)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.exception("unhandled error on %s", scope.get("path"), exc_info=exc)
+            if started:  # a streamed response already went out: nothing more can be said
+                raise
+            response = error_response(500, f"internal error: {type(exc).__name__}",
+                                      "internal_error")
+            await response(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from polyseek.inputs.items import ImageItem, Item, TextItem, is_image_string
 from polyseek.runtime.encoding import EmbeddingType
+
+
+def _encodable(text: str) -> str:
+    """`text` if it is valid Unicode (a JSON escape can carry a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode ({exc.reason})") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]  # every text a request carries to a model
 
 
 class _Strict(BaseModel):
@@ -16,7 +28,7 @@ class _Strict(BaseModel):
 
 
 class TextInput(_Strict):
-    text: str
+    text: Text
 
 
 class ImageInput(_Strict):
@@ -165,7 +177,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 }
 
 
-RerankItem = str | TextInput | ImageInput
+RerankItem = Text | TextInput | ImageInput
 
 
 class RerankRequest(BaseModel):

@@ -16,10 +16,10 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, field_validator
 from starlette.exceptions import HTTPException
 
-from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, TextInput, to_item
+from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, Text, TextInput, to_item
 from polyseek.retrieval import (
     CollectionNotFound,
     Condition,
@@ -42,8 +42,8 @@ MetadataValue = StrictStr | StrictInt | StrictFloat | list[StrictStr] | list[Str
 
 
 class IndexDocument(BaseModel):
-    id: str = Field(min_length=1, description="stable document id; re-sending it replaces it")
-    text: str = Field(min_length=1)
+    id: Text = Field(min_length=1, description="stable document id; re-sending it replaces it")
+    text: Text = Field(min_length=1)
     metadata: dict[str, MetadataValue] | None = Field(
         None, description="fields to filter on in /v1/search, as metadata.NAME: strings, "
         "numbers or lists of them")
@@ -82,7 +82,7 @@ class FilterCondition(BaseModel):
 
 class SearchRequest(BaseModel):
     collection: str = Field(min_length=1)
-    query: str | TextInput | ImageInput
+    query: Text | TextInput | ImageInput
     top_k: int = Field(10, ge=1, le=1000)
     mode: Mode = Field(DEFAULT_MODE, description="dense (embeddings), sparse (BM25) or "
                        "hybrid (both lists, fused)")
@@ -93,6 +93,14 @@ class SearchRequest(BaseModel):
     filters: list[FilterCondition] = Field([], description="conditions every hit meets")
     rerank: str | None = Field(None, description="a served model that can rerank")
     explain: bool = False
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_text(cls, value):
+        text = value if isinstance(value, str) else getattr(value, "text", None)
+        if text is not None and not text.strip():
+            raise ValueError("query must not be empty")
+        return value
 
 
 class SearchHit(BaseModel):

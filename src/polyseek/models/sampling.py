@@ -36,6 +36,8 @@ def next_tokens(logits: Tensor, params: SamplingParams,
     if params.top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly better tokens
-        sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0)
+        outside = before >= params.top_p
+        outside[..., 0] = False  # the most likely token always stays, however small top_p is
+        sorted_probs = sorted_probs.masked_fill(outside, 0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

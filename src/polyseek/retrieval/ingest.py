@@ -63,6 +63,7 @@ DEFAULT_OVERLAP = 32
 MAX_CHUNK_TOKENS = 256
 SPECIAL_TOKEN_ROOM = 16  # special tokens and a task prompt must fit next to a chunk
 EMBED_GROUP = 32  # chunks per embedding request while indexing
+_INVISIBLE = str.maketrans("", "", "\x00\ufeff\u200b")  # NUL, BOM, zero-width space
 
 
 @dataclass
@@ -103,6 +104,11 @@ class IndexSummary:
 
 def point_id(path: str, chunk: Chunk, index: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{path}\0{chunk.page}\0{index}\0{chunk.content_hash}"))
+
+
+def has_text(text: str) -> bool:
+    """Whether `text` holds anything but whitespace, NULs and byte-order marks."""
+    return bool(text.translate(_INVISIBLE).strip())
 
 
 def default_chunk_tokens(capabilities: Capabilities) -> int:
@@ -346,6 +352,9 @@ async def index_documents(
     summary = IndexSummary(collection, files=len(docs))
     changed: list[tuple[Document, str]] = []
     for doc in docs:
+        if not has_text(doc.text):
+            summary.add(FileResult(doc.id, "error", error="no text (only whitespace, NUL or BOM)"))
+            continue
         digest = document_digest(doc)
         if _is_whole(stored, doc.id, digest):
             summary.add(await store.call(write_points, doc.id, digest, None, collection, store,
