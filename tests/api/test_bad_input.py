@@ -13,30 +13,26 @@ from polyseek.api.middleware import UnexpectedErrors
 
 from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
 
-SURROGATE = "bad \\ud800 text"  # a JSON escape of a lone surrogate: not valid Unicode
-
-
-def raw_post(client: httpx.Client, path: str, body: str) -> httpx.Response:
-    return client.post(path, content=body.replace("SURROGATE", SURROGATE),
-                       headers={"Content-Type": "application/json"})
+BAD = "bad \ud800 text"  # a lone surrogate: JSON can escape it, but it is not valid Unicode
+USER = {"role": "user", "content": "hi"}
 
 
 @pytest.mark.parametrize(("path", "body"), [
-    ("/v1/rerank", '{"model": "%s", "query": "SURROGATE", "documents": ["a"]}' % DEFAULT_MODEL),
-    ("/v1/rerank", '{"model": "%s", "query": "a", "documents": [{"text": "SURROGATE"}]}'
-     % DEFAULT_MODEL),
-    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", '
-     '"content": "SURROGATE"}]}' % CHAT_MODEL),
-    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": '
-     '[{"type": "text", "text": "SURROGATE"}]}]}' % CHAT_MODEL),
-    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "system", "content": '
-     '"SURROGATE"}, {"role": "user", "content": "hi"}]}' % CHAT_MODEL),
-    ("/v1/search", '{"collection": "any", "query": "SURROGATE"}'),
-    ("/v1/index", '{"collection": "any", "model": "%s", "documents": [{"id": "a", '
-     '"text": "SURROGATE"}]}' % DEFAULT_MODEL),
+    ("/v1/rerank", {"model": DEFAULT_MODEL, "query": BAD, "documents": ["a"]}),
+    ("/v1/rerank", {"model": DEFAULT_MODEL, "query": "a", "documents": [{"text": BAD}]}),
+    ("/v1/chat/completions", {"model": CHAT_MODEL, "messages": [{"role": "user",
+                                                                 "content": BAD}]}),
+    ("/v1/chat/completions", {"model": CHAT_MODEL, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": BAD}]}]}),
+    ("/v1/chat/completions", {"model": CHAT_MODEL, "messages": [
+        {"role": "system", "content": BAD}, USER]}),
+    ("/v1/search", {"collection": "any", "query": BAD}),
+    ("/v1/index", {"collection": "any", "model": DEFAULT_MODEL,
+                   "documents": [{"id": "a", "text": BAD}]}),
 ])
 def test_lone_surrogates_are_422_everywhere(client, path, body):
-    response = raw_post(client, path, body)
+    response = client.post(path, content=json.dumps(body),  # ensure_ascii: "\ud800"
+                           headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     assert "unicode" in response.text.lower()
     assert client.get("/health").status_code == 200  # same connection, still open
@@ -47,7 +43,7 @@ def test_lone_surrogates_are_422_everywhere(client, path, body):
     {"max_completion_tokens": 10**9},
 ])
 def test_chat_numbers_out_of_range_are_422(client, body):
-    request = {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "hi"}], **body}
+    request = {"model": CHAT_MODEL, "messages": [USER], **body}
     response = client.post("/v1/chat/completions", json=request)
     assert response.status_code == 422, response.text
 
