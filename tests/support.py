@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,18 +83,21 @@ def wait_until_healthy(base_url: str, timeout: float = 120.0, proc=None) -> None
 
 @contextmanager
 def serve_subprocess(*args: str, env: dict | None = None) -> Iterator[str]:
-    """`polyseek serve` in a child process, as a user starts it; yields its base URL."""
+    """`polyseek serve` in a child process, as a user starts it; yields its base URL. Its
+    store is a fresh temp directory unless `args` give `--data`."""
     port = free_port()
-    cmd = [sys.executable, "-m", "polyseek", "serve", "--port", str(port),
-           "--log-level", "warning", *args]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base_url, proc=proc)
-        yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="polyseek-serve-") as data:
+        store = [] if "--data" in args else ["--data", data]
+        cmd = [sys.executable, "-m", "polyseek", "serve", "--port", str(port),
+               "--log-level", "warning", *store, *args]
+        proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_healthy(base_url, proc=proc)
+            yield base_url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @contextmanager
