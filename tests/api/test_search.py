@@ -274,3 +274,23 @@ def test_collection_language_and_delete(url):
     assert httpx.delete(f"{url}/v1/collections/svenska").status_code == 404
     assert "svenska" not in {c["name"] for c in httpx.get(f"{url}/v1/collections").json()["data"]}
     assert post(url, "/v1/search", collection="svenska", query="x").status_code == 404
+
+
+def test_a_store_held_elsewhere_is_409_and_index_requests_are_bounded(tmp_path):
+    from polyseek.retrieval import open_store
+
+    settings = ServerSettings(models=[DEFAULT_SPEC], data_dir=str(tmp_path), max_inputs=2)
+    holder = open_store(tmp_path)  # as another process would hold it
+    with serve_in_thread(create_app(settings)) as url:
+        for response in (httpx.get(f"{url}/v1/collections"),
+                         post(url, "/v1/search", collection="notes", query="tides")):
+            assert response.status_code == 409, response.text
+            assert response.json()["error"]["type"] == "store_busy"
+            assert "in use by another polyseek process" in response.json()["error"]["message"]
+        holder.close()
+        assert httpx.get(f"{url}/v1/collections").json()["data"] == []
+        too_many = post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL,
+                        documents=DOCUMENTS)
+        assert too_many.status_code == 413 and "at most 2" in too_many.text
+        assert post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL,
+                    documents=DOCUMENTS[:2]).status_code == 200

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, field_
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, Text, TextInput, to_item
+from polyseek.errors import InputTooLarge
 from polyseek.retrieval import (
     CollectionNotFound,
     Condition,
@@ -177,6 +178,10 @@ class StoreHolder:
 
 @router.post("/index", responses=ERROR_RESPONSES)
 async def create_index(body: IndexRequest, request: Request) -> dict:
+    limit = request.app.state.settings.max_inputs
+    if len(body.documents) > limit:
+        raise InputTooLarge(f"{len(body.documents)} documents; at most {limit} per request "
+                            "(--max-inputs)")
     encoder = EngineEncoder(request.app.state.registry.embedding_engine(body.model), bulk=True)
     documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
     summary = await index_documents(documents, body.collection, encoder,
