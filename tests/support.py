@@ -45,6 +45,21 @@ def write_tiny_jina_vlm(directory: Path) -> Path:
     return directory
 
 
+def child_env() -> dict[str, str]:
+    """This environment, with the polyseek this process imported first on PYTHONPATH: a child
+    Python runs the code under test even where another copy is installed."""
+    import polyseek
+
+    paths = [str(Path(polyseek.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`polyseek ARGS` in a child process (the code under test), its output captured."""
+    return subprocess.run([sys.executable, "-m", "polyseek", *args], capture_output=True,
+                          text=True, timeout=timeout, env=child_env())
+
+
 def metric(base_url: str, name: str, model: str = DEFAULT_MODEL) -> float:
     """One per-model sample of the server's /metrics, e.g. polyseek_tokens_total (0 if absent)."""
     text = httpx.get(f"{base_url}/metrics").text

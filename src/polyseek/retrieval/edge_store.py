@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import qdrant_edge as qe
 
 from polyseek.retrieval.bm25 import SparseVector
@@ -39,6 +40,7 @@ from polyseek.retrieval.store import (
     StoreBusy,
     StoreUnavailable,
     Vector,
+    check_collection_name,
 )
 
 SCROLL_PAGE = 1024
@@ -87,7 +89,10 @@ def _condition(c: Condition) -> qe.FieldCondition:
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
     if isinstance(c.match, float):  # Qdrant matches strings and integers exactly
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.match, lte=c.match))
-    match = (qe.MatchValue(c.match) if c.match is not None
+    # qdrant-edge-py 0.9 reads a Python bool given to MatchValue as the integer 0 or 1, which
+    # matches no boolean field; a numpy bool is read as a boolean
+    value = np.bool_(c.match) if isinstance(c.match, bool) else c.match
+    match = (qe.MatchValue(value) if c.match is not None
              else qe.MatchAny(list(c.any)) if c.any is not None else qe.MatchPrefix(c.prefix))
     return qe.FieldCondition(c.key, match=match)
 
@@ -122,7 +127,8 @@ class EdgeStore(Store):
         self._shards: dict[str, qe.EdgeShard] = {}
 
     def _dir(self, collection: str) -> Path:
-        return self.root / collection
+        # a name from a request never leaves the root, nor names a staging directory
+        return self.root / check_collection_name(collection)
 
     def _shard(self, collection: str) -> qe.EdgeShard:
         shard = self._shards.get(collection)
@@ -147,6 +153,7 @@ class EdgeStore(Store):
         return json.loads(path.read_text())
 
     def create(self, collection: str, spec: CollectionSpec) -> None:
+        target = self._dir(collection)
         staging = self.root / f".{collection}.creating"
         shutil.rmtree(staging, ignore_errors=True)
         shard = qe.EdgeShard.create(str(staging / "shard"), edge_config(spec))
@@ -154,7 +161,7 @@ class EdgeStore(Store):
             shard.update(qe.UpdateOperation.create_field_index(key, _SCHEMA[kind]))
         shard.close()
         (staging / "collection.json").write_text(json.dumps(spec.as_metadata()))
-        os.replace(staging, self._dir(collection))
+        os.replace(staging, target)
 
     def delete_collection(self, collection: str) -> bool:
         shard = self._shards.pop(collection, None)

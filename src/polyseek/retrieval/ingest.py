@@ -293,7 +293,10 @@ def write_points(key: str, digest: str, points: list[Point] | None, collection: 
     else:
         store.upsert(collection, points)
         result = FileResult(key, "indexed", len(points))
-    stale = [i for d, version in stored.get(key, {}).items() if d != digest for i in version.ids]
+    # a chunk the new version shares with an old one has the same id: it is the new point now
+    written = {p.id for p in points or ()}
+    stale = [i for d, version in stored.get(key, {}).items() if d != digest
+             for i in version.ids if i not in written]
     store.delete_ids(collection, stale)
     result.deleted = len(stale)
     return result

@@ -44,7 +44,10 @@ def push_collection(source: Store, target: Store, collection: str) -> PushSummar
     summary = PushSummary(collection, files=len(want))
     for path, versions in want.items():
         there = have.get(path, {})
-        stale = [i for digest, old in there.items() if digest not in versions for i in old.ids]
+        # an old version's chunk that a current one shares has the same id: keep it
+        current = {i for version in versions.values() for i in version.ids}
+        stale = [i for digest, old in there.items() if digest not in versions
+                 for i in old.ids if i not in current]
         for digest, stored in versions.items():
             if _holds(there.get(digest), stored):
                 summary.unchanged += 1

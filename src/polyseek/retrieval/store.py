@@ -41,7 +41,8 @@ DEFAULT_DATA_DIR = Path("polyseek-data")
 PREFERRED_SHORT_DIM = 128
 THUMBNAIL_SIZE = 320  # longest side of a preview, pixels
 THUMBNAIL_NAME = re.compile(r"[0-9a-f]{32}\.jpg")
-COLLECTION_NAME = re.compile(r"(?!\.{1,2}$)[\w.-]{1,128}")
+# not starting with '.': no '.' or '..', and no clash with the embedded store's staging names
+COLLECTION_NAME = re.compile(r"[\w-][\w.-]{0,127}")
 T = TypeVar("T")
 
 
@@ -79,11 +80,12 @@ class StoreUnavailable(PolyseekError):
 
 
 def check_collection_name(name: str) -> str:
-    """`name` if it can name a collection (letters, digits, `_`, `.`, `-`; not `.` or `..`)."""
+    """`name` if it can name a collection (letters, digits, `_`, `.`, `-`; not starting
+    with `.`)."""
     if not COLLECTION_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid collection name {name!r}: use 1 to 128 letters, digits, '_', '.' or '-' "
-            "(not '.' or '..')", ("collection",))
+            "(not starting with '.')", ("collection",))
     return name
 
 
