@@ -16,7 +16,15 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 from starlette.exceptions import HTTPException
 
 from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, Text, TextInput, to_item
@@ -38,8 +46,8 @@ from polyseek.runtime.inputs import model_inputs, refuse_images
 router = APIRouter(prefix="/v1")
 
 
-MetadataValue = StrictStr | StrictInt | StrictFloat | list[StrictStr] | list[StrictInt] | list[
-    StrictFloat]
+MetadataValue = (StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr]
+                 | list[StrictInt] | list[StrictFloat] | list[StrictBool])
 
 
 class IndexDocument(BaseModel):
@@ -47,7 +55,7 @@ class IndexDocument(BaseModel):
     text: Text = Field(min_length=1)
     metadata: dict[str, MetadataValue] | None = Field(
         None, description="fields to filter on in /v1/search, as metadata.NAME: strings, "
-        "numbers or lists of them")
+        "numbers, booleans or lists of them")
 
 
 class IndexRequest(BaseModel):
@@ -71,7 +79,8 @@ class FilterCondition(BaseModel):
 
     key: str = Field(description="extension, mime, size, modified, page, path or "
                      "metadata.NAME")
-    match: StrictStr | StrictInt | StrictFloat | None = Field(None, description="equals")
+    match: StrictStr | StrictInt | StrictFloat | StrictBool | None = Field(
+        None, description="equals")
     any: list[StrictStr] | list[StrictInt] | None = Field(None, description="equals one of")
     range: FilterRange | None = None
     prefix: str | None = Field(None, description="starts with (text fields, e.g. path)")

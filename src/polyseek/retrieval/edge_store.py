@@ -47,7 +47,7 @@ SCROLL_PAGE = 1024
 HNSW_M, HNSW_EF_CONSTRUCT = 16, 100
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors below which a segment is searched exhaustively
 _SCHEMA = {"keyword": qe.PayloadSchemaType.Keyword, "integer": qe.PayloadSchemaType.Integer,
-           "float": qe.PayloadSchemaType.Float}
+           "float": qe.PayloadSchemaType.Float, "bool": qe.PayloadSchemaType.Bool}
 _KIND = {schema: kind for kind, schema in _SCHEMA.items()}
 
 
@@ -87,7 +87,7 @@ def _condition(c: Condition) -> qe.FieldCondition:
     if c.range is not None:
         r = c.range
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=r.gte, gt=r.gt, lte=r.lte, lt=r.lt))
-    if isinstance(c.match, float):  # Qdrant matches strings and integers exactly
+    if isinstance(c.match, float):  # Qdrant matches strings, integers and booleans exactly
         return qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.match, lte=c.match))
     # qdrant-edge-py 0.9 reads a Python bool given to MatchValue as the integer 0 or 1, which
     # matches no boolean field; a numpy bool is read as a boolean

@@ -3,9 +3,8 @@
 A filter is a list of conditions that must all hold. Each condition names a payload field and
 one test, as Qdrant's field conditions do: `match` (equality), `any` (one of), `range`
 (bounds) or `prefix` (keyword fields). Filterable fields: the file fields every chunk of a file
-carries, and `metadata.NAME` for the metadata given to /v1/index. Values are strings and
-numbers (Qdrant Edge's Python binding reads a boolean match as an integer, so booleans are
-refused rather than silently mismatched).
+carries, and `metadata.NAME` for the metadata given to /v1/index. Values are strings,
+numbers and booleans.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from typing import Literal
 
 from polyseek.errors import InvalidInput
 
-Scalar = str | int | float
-IndexKind = Literal["keyword", "integer", "float"]
+Scalar = str | int | float | bool
+IndexKind = Literal["keyword", "integer", "float", "bool"]
 
 # what indexing records for a file, with the payload index each field gets
 FILE_FIELDS: dict[str, IndexKind] = {"extension": "keyword", "mime": "keyword",
@@ -51,8 +50,6 @@ class Condition:
             raise InvalidInput(f"cannot filter on {self.key!r}: use one of "
                                f"{', '.join(FIELDS)} or metadata.NAME", loc)
         tests = [t for t in (self.match, self.any, self.range, self.prefix) if t is not None]
-        if isinstance(self.match, bool):
-            raise InvalidInput(f"filter on {self.key!r}: match a string or a number", loc)
         if len(tests) != 1:
             raise InvalidInput(f"filter on {self.key!r} needs exactly one of match, any, "
                                "range, prefix", loc)
@@ -71,14 +68,14 @@ Filter = list[Condition]
 
 
 def metadata_indexes(metadata: dict) -> dict[str, IndexKind]:
-    """The payload index each metadata field (a string, a number, or a list of them) gets."""
+    """The payload index each metadata field (a scalar, or a list of them) gets."""
     kinds: dict[str, IndexKind] = {}
     for name, value in metadata.items():
         sample = value[0] if isinstance(value, list) and value else value
-        if isinstance(sample, str | int | float) and not isinstance(sample, bool):
+        if isinstance(sample, str | int | float):  # bool is an int: test it first
             kinds[f"metadata.{name}"] = (
-                "keyword" if isinstance(sample, str) else
-                "integer" if isinstance(sample, int) else "float")
+                "bool" if isinstance(sample, bool) else "keyword" if isinstance(sample, str)
+                else "integer" if isinstance(sample, int) else "float")
     return kinds
 
 
@@ -86,13 +83,13 @@ _COMPARISON = re.compile(r"(?P<key>[\w.-]+?)\s*(?P<op>>=|<=|>|<|=)\s*(?P<value>.
 
 
 def parse_value(text: str) -> Scalar:
-    """A command-line value: an integer, else a number, else the text itself."""
+    """A command-line value: an integer, a number, true/false, else the text itself."""
     for convert in (int, float):
         try:
             return convert(text)
         except ValueError:
             pass
-    return text
+    return {"true": True, "false": False}.get(text, text)
 
 
 def parse_condition(text: str) -> Condition:
@@ -103,7 +100,7 @@ def parse_condition(text: str) -> Condition:
     key, op, value = found["key"], found["op"], found["value"].strip()
     if op != "=":
         number = parse_value(value)
-        if isinstance(number, str):
+        if isinstance(number, str | bool):
             raise InvalidInput(f"{text!r}: {op} needs a number", ("where",))
         bound = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}[op]
         return Condition(key, range=Range(**{bound: number}))

@@ -31,7 +31,7 @@ from polyseek.retrieval.store import (
 
 SCROLL_PAGE = 1024
 _SCHEMA = {"keyword": qm.PayloadSchemaType.KEYWORD, "integer": qm.PayloadSchemaType.INTEGER,
-           "float": qm.PayloadSchemaType.FLOAT}
+           "float": qm.PayloadSchemaType.FLOAT, "bool": qm.PayloadSchemaType.BOOL}
 _KIND = {schema: kind for kind, schema in _SCHEMA.items()}
 
 
@@ -50,7 +50,7 @@ def _condition(c: Condition) -> qm.FieldCondition:
         r = c.range
         return qm.FieldCondition(key=c.key, range=qm.Range(gte=r.gte, gt=r.gt, lte=r.lte,
                                                            lt=r.lt))
-    if isinstance(c.match, float):  # Qdrant matches strings and integers exactly
+    if isinstance(c.match, float):  # Qdrant matches strings, integers and booleans exactly
         return qm.FieldCondition(key=c.key, range=qm.Range(gte=c.match, lte=c.match))
     match = (qm.MatchValue(value=c.match) if c.match is not None
              else qm.MatchAny(any=list(c.any)) if c.any is not None
