@@ -233,9 +233,9 @@ def index(
     from polyseek.models import load_model
     from polyseek.retrieval import index_paths, open_store
 
-    encoder = load_model(spec.source, name=spec.name)
     try:
-        with open_store(data, qdrant_url) as store:
+        with open_store(data, qdrant_url) as store:  # a busy store fails before the model loads
+            encoder = load_model(spec.source, name=spec.name)
             if ray or ray_address:
                 from polyseek.retrieval.distributed import DEFAULT_CONCURRENCY, index_paths_ray
 

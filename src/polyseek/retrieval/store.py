@@ -248,7 +248,7 @@ class Store(ABC):
 
     @abstractmethod
     def upsert(self, collection: str, points: list[Point]) -> None:
-        """Write `points` durably (they survive a crash once this returns)."""
+        """Write `points`; once this returns they survive the process being killed."""
 
     @abstractmethod
     def delete_ids(self, collection: str, ids: list[str]) -> None: ...
@@ -318,6 +318,7 @@ class Store(ABC):
             self.create(collection, spec)
             return spec
         existing = self.check_model(collection, model)
+        self.ensure_indexes(collection, BASE_INDEXES)  # a server create may have stopped short
         if language is not None and existing.language != language:
             raise ModelMismatch(
                 f"collection {collection!r} was built with BM25 language "
@@ -351,4 +352,8 @@ def open_store(data_dir: str | Path | None = None, url: str | None = None) -> St
         return ServerStore.connect(url, data_dir)
     from polyseek.retrieval.edge_store import EdgeStore
 
-    return EdgeStore(data_dir)
+    try:
+        return EdgeStore(data_dir)
+    except OSError as exc:  # unwritable, not a directory, ...
+        raise StoreUnavailable(f"cannot open the data directory {data_dir or DEFAULT_DATA_DIR}: "
+                               f"{exc.strerror or exc}") from exc
