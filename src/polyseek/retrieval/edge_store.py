@@ -78,11 +78,6 @@ def _to_edge(vector: Vector) -> qe.NamedVector:
         else vector
 
 
-def _from_edge(vector) -> Vector:
-    return SparseVector(list(vector.indices), list(vector.values)) \
-        if isinstance(vector, qe.SparseVector) else vector
-
-
 def _condition(c: Condition) -> qe.FieldCondition:
     if c.range is not None:
         r = c.range
@@ -99,12 +94,6 @@ def _condition(c: Condition) -> qe.FieldCondition:
 
 def edge_filter(where: Filter | None) -> qe.Filter | None:
     return qe.Filter(must=[_condition(c) for c in where]) if where else None
-
-
-def _point(record) -> Point:
-    vectors = {k: _from_edge(v) for k, v in (record.vector or {}).items()}
-    return Point(str(record.id), vectors, dict(record.payload or {}),
-                 float(getattr(record, "score", 0.0)))
 
 
 class EdgeStore(Store):
@@ -196,13 +185,13 @@ class EdgeStore(Store):
             records, offset = shard.scroll(qe.ScrollRequest(
                 offset=offset, limit=SCROLL_PAGE, with_payload=payload or True,
                 with_vector=False))
-            yield from map(_point, records)
+            yield from map(Point.from_record, records)
             if offset is None:
                 return
 
     def retrieve(self, collection: str, ids: list[str]) -> list[Point]:
         records = self._shard(collection).retrieve(ids, with_payload=True, with_vector=True)
-        return [_point(r) for r in records]
+        return [Point.from_record(r) for r in records]
 
     def query(self, collection: str, query: Nearest, where: Filter | None = None) -> list[Point]:
         found = self._shard(collection).query(qe.QueryRequest(
@@ -210,7 +199,7 @@ class EdgeStore(Store):
             prefetches=_prefetches(query.prefetch, edge_filter(where)),
             filter=edge_filter(where), with_payload=True,
             params=qe.SearchParams(exact=True) if query.exact else None))
-        return [_point(p) for p in found]
+        return [Point.from_record(p) for p in found]
 
     def indexes(self, collection: str) -> dict[str, IndexKind]:
         schema = self._shard(collection).info().payload_schema

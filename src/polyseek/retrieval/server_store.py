@@ -40,11 +40,6 @@ def _to_client(vector: Vector):
         if isinstance(vector, SparseVector) else vector
 
 
-def _from_client(vector) -> Vector:
-    return SparseVector(list(vector.indices), list(vector.values)) \
-        if isinstance(vector, qm.SparseVector) else vector
-
-
 def _condition(c: Condition) -> qm.FieldCondition:
     if c.range is not None:
         r = c.range
@@ -60,12 +55,6 @@ def _condition(c: Condition) -> qm.FieldCondition:
 
 def client_filter(where: Filter | None) -> qm.Filter | None:
     return qm.Filter(must=[_condition(c) for c in where]) if where else None
-
-
-def _point(record) -> Point:
-    vectors = {k: _from_client(v) for k, v in (record.vector or {}).items()}
-    return Point(str(record.id), vectors, dict(record.payload or {}),
-                 float(getattr(record, "score", 0.0)))
 
 
 def vectors_config(spec: CollectionSpec) -> dict[str, qm.VectorParams]:
@@ -146,13 +135,13 @@ class ServerStore(Store):
             records, offset = self.client.scroll(collection, limit=SCROLL_PAGE, offset=offset,
                                                  with_payload=payload or True,
                                                  with_vectors=False)
-            yield from map(_point, records)
+            yield from map(Point.from_record, records)
             if offset is None:
                 return
 
     def retrieve(self, collection: str, ids: list[str]) -> list[Point]:
         records = self.client.retrieve(collection, ids, with_payload=True, with_vectors=True)
-        return [_point(r) for r in records]
+        return [Point.from_record(r) for r in records]
 
     def query(self, collection: str, query: Nearest, where: Filter | None = None) -> list[Point]:
         condition = client_filter(where)
@@ -161,7 +150,7 @@ class ServerStore(Store):
             prefetch=_prefetch(query.prefetch, condition), query_filter=condition,
             search_params=qm.SearchParams(exact=True) if query.exact else None,
             with_payload=True).points
-        return [_point(p) for p in found]
+        return [Point.from_record(p) for p in found]
 
     def indexes(self, collection: str) -> dict[str, IndexKind]:
         schema = self.client.get_collection(collection).payload_schema or {}

@@ -166,6 +166,14 @@ class Point:
     payload: dict[str, Any] = field(default_factory=dict)
     score: float = 0.0
 
+    @classmethod
+    def from_record(cls, record) -> Point:
+        """A point from either engine's record or scored point."""
+        vectors = {name: SparseVector(list(v.indices), list(v.values))
+                   if hasattr(v, "indices") else v for name, v in (record.vector or {}).items()}
+        return cls(str(record.id), vectors, dict(record.payload or {}),
+                   float(getattr(record, "score", 0.0)))
+
 
 @dataclass
 class Nearest:
