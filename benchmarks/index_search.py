@@ -37,8 +37,8 @@ Run (from the repository root; tests/ for `support`), about 15 minutes at the de
 
     PYTHONPATH=src:tests HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/index_search.py \
         [--parts store,model,server] [--chunks 100000] [--queries 200] [--skip-local] \
-        [--local-chunks N] [--local-queries 15] [--grow 10000] [--model-chunks 500] \
-        [--model-queries 100] [--server-queries 50] [--ingest-batch 32] [--torch-threads 1]
+        [--local-chunks N] [--local-queries 10] [--grow 10000] [--model-chunks 400] \
+        [--model-queries 100] [--server-queries 40] [--ingest-batch 32] [--torch-threads 1]
 
 A quick run: ``--chunks 20000 --queries 50 --local-queries 3 --model-chunks 100
 --model-queries 20 --server-queries 20 --seed-docs 64``.
@@ -263,8 +263,7 @@ def make_queries(n: int, mixture: Mixture, vocabulary: Vocabulary | None,
 def quiet_local_mode() -> None:
     """qdrant-client warns that local mode is not meant for over 20k points and ignores
     search params (it is brute force): both known, and said in the report."""
-    warnings.filterwarnings("ignore", category=UserWarning, module="polyseek")
-    warnings.filterwarnings("ignore", category=UserWarning, module="qdrant_client")
+    warnings.filterwarnings("ignore", message="Local mode", category=UserWarning)
 
 
 def open_bench_store(kind: str, directory: Path):
@@ -301,12 +300,13 @@ def query_kinds(queries: Queries) -> dict[str, Callable[[int], tuple]]:
 def time_queries(store, queries: Queries, kinds: list[str], warmup: int,
                  timed: int) -> tuple[dict, dict]:
     """Per kind: latencies (ms) and result ids of queries WARMUP to WARMUP + timed, after
-    `warmup` untimed ones; kinds interleave per query so that load drifts hit them alike."""
+    `warmup` untimed ones; kinds interleave per query, in turns, so that load drifts and
+    position hit them alike."""
     makers = query_kinds(queries)
     latency: dict[str, list[float]] = {k: [] for k in kinds}
     found: dict[str, list[list[str]]] = {k: [] for k in kinds}
     for i in range(WARMUP - warmup, WARMUP + timed):
-        for kind in kinds:
+        for kind in rotated(kinds, i):
             nearest, where = makers[kind](i)
             start = time.perf_counter()
             points = store.query(COLLECTION, nearest, where)
@@ -315,6 +315,12 @@ def time_queries(store, queries: Queries, kinds: list[str], warmup: int,
                 latency[kind].append(seconds * 1000)
                 found[kind].append([p.id for p in points])
     return latency, found
+
+
+def rotated(items: list, i: int) -> list:
+    """`items` starting at number i (mod their count): each goes first in turn."""
+    k = i % len(items)
+    return items[k:] + items[:k]
 
 
 def top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -436,6 +442,7 @@ def worker_grow(directory: Path, extra: int) -> dict:
     dense = query_kinds(queries)["dense"]
     store = open_bench_store("edge", directory)
     store.query(COLLECTION, dense(0)[0])
+    segments = [store._shard(COLLECTION).info().segments_count]
     upsert_s, _ = load(store, corpus)
     latency: list[float] = []
     ticks: list[float] = []
@@ -466,8 +473,10 @@ def worker_grow(directory: Path, extra: int) -> dict:
     for thread in threads:
         thread.join()
     total = store.count(COLLECTION)
+    segments.append(store._shard(COLLECTION).info().segments_count)
     store.close()
-    return {"extra": extra, "total": total, "upsert_s": upsert_s, "optimize_s": optimize_s,
+    return {"extra": extra, "total": total, "segments": segments, "upsert_s": upsert_s,
+            "optimize_s": optimize_s,
             "queries": len(latency), "max_ms": max(latency), "p50_ms": pct(latency)[0],
             "python_pause_ms": float(np.diff(ticks).max() * 1000)}
 
@@ -600,9 +609,9 @@ def model_part(args: argparse.Namespace, tmp: Path) -> dict:
                                                      mode="dense"),
                      "hybrid": lambda q=query: search(q, COLLECTION, model, store=store,
                                                       mode="hybrid")}
-            for name, step in steps.items():
+            for name in rotated(list(steps), i):
                 start = time.perf_counter()
-                step()
+                steps[name]()
                 if i >= WARMUP:
                     latency[name].append((time.perf_counter() - start) * 1000)
     return {"model": spec.model, "dim": spec.dim, "short_dim": spec.short_dim,
@@ -897,7 +906,8 @@ def report_store(results: dict[str, dict], ratios: list[tuple[str, float, str]])
           ["store", "points", "upsert s", "pts/s", "optimize s", "open ms", "1st query ms",
            "build RSS", "open+query RSS", "imports"], rows)
     if grow := edge.get("grow"):
-        print(f"Edge, {grow['extra']} more points (to {grow['total']}): upsert "
+        print(f"Edge, {grow['extra']} more points (to {grow['total']}; segments "
+              f"{grow['segments'][0]} -> {grow['segments'][1]}): upsert "
               f"{grow['upsert_s']:.1f} s, optimize {grow['optimize_s']:.1f} s; meanwhile a "
               f"thread's dense queries: {grow['queries']} done, longest "
               f"{grow['max_ms']:.0f} ms (p50 {grow['p50_ms']:.1f} ms); longest pause of a "
@@ -1022,7 +1032,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="timed queries per measurement")
     parser.add_argument("--local-chunks", type=int, default=0,
                         help="store part: points for local mode (default: --chunks)")
-    parser.add_argument("--local-queries", type=int, default=15,
+    parser.add_argument("--local-queries", type=int, default=10,
                         help="store part: timed queries on local mode (seconds each at 100k)")
     parser.add_argument("--local-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                         help="store part: where local mode keeps its data (default tmpfs: it "
@@ -1031,11 +1041,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="store part: skip qdrant-client local mode")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " +
                         ", ".join(PARTS))
-    parser.add_argument("--model-chunks", type=int, default=500,
+    parser.add_argument("--model-chunks", type=int, default=400,
                         help="model part: chunks of real text to index")
     parser.add_argument("--model-queries", type=int, default=100,
                         help="model part: timed queries")
-    parser.add_argument("--server-queries", type=int, default=50,
+    parser.add_argument("--server-queries", type=int, default=40,
                         help="server part: timed searches, idle and during ingestion each")
     parser.add_argument("--ingest-batch", type=int, default=32,
                         help="server part: documents per /v1/index request")
