@@ -17,22 +17,40 @@ def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def test_embed_arguments_json(e5):
-    result = polyseek("embed", "first text", "second text", "--json", "--dimensions", "64")
+    result = polyseek("embed", "first text", "", "second text", "--json", "--dimensions", "64")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no library warnings or progress bars
     body = json.loads(result.stdout)
     assert body["model"] == DEFAULT_MODEL
-    got = np.array([row["embedding"] for row in body["data"]], dtype=np.float32)
+    rows = body["data"]
+    assert [(r["index"], r["text"]) for r in rows] == [(0, "first text"), (1, ""),
+                                                        (2, "second text")]
+    assert rows[1]["embedding"] is None  # a blank text has no vector, and keeps its place
+    got = np.array([rows[0]["embedding"], rows[2]["embedding"]], dtype=np.float32)
     np.testing.assert_allclose(got, e5.encode(["first text", "second text"],
                                               truncate_dim=64), atol=1e-6)
 
 
-def test_embed_reads_stdin_one_text_per_line(e5):
-    result = polyseek("embed", stdin="from stdin\n\nanother line\n")
+def test_embed_keeps_one_line_per_stdin_line(e5):
+    lines = ["from stdin", "", "   ", "another\tline"]
+    result = polyseek("embed", "--with-text", stdin="\n".join(lines) + "\r\n")
     assert result.returncode == 0, result.stderr
-    rows = [np.array(line.split(), dtype=np.float32) for line in result.stdout.splitlines()]
-    assert len(rows) == 2 and rows[0].shape == (384,)
-    np.testing.assert_allclose(np.stack(rows), e5.encode(["from stdin", "another line"]),
-                               atol=1e-5)
+    assert result.stderr == ""
+    out = result.stdout.split("\n")
+    assert out[-1] == "" and len(out[:-1]) == len(lines)  # blank lines stay blank lines
+    assert out[1] == out[2] == ""
+    texts, vectors = zip(*(line.split("\t") for line in (out[0], out[3])), strict=True)
+    assert texts == ("from stdin", "another line")  # the text beside its vector, on one line
+    got = np.array([v.split() for v in vectors], dtype=np.float32)
+    np.testing.assert_allclose(got, e5.encode(["from stdin", "another\tline"]), atol=1e-5)
+
+
+def test_encode_takes_one_string_or_an_empty_list(e5):
+    one = e5.encode("one string")
+    assert one.shape == (384,)  # the string's vector, not one per character
+    np.testing.assert_allclose(one, e5.encode(["one string"])[0], atol=1e-6)
+    assert e5.encode([]).shape == (0, 384)
+    assert e5.encode([], truncate_dim=64).shape == (0, 64)
 
 
 def test_embed_bad_task_is_a_clear_error():
@@ -61,6 +79,7 @@ def test_chat_prompt_streams_an_answer():
     result = polyseek("chat", "-p", "What is the capital of France?", "--stream")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
+    assert result.stderr == ""  # no transformers warnings or weight-loading bars
 
 
 def test_chat_with_an_image_on_a_text_only_model_is_a_clear_error(tmp_path):

@@ -14,6 +14,23 @@ import typer
 app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI-compatible APIs",
                   no_args_is_help=True, add_completion=False)
 
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep library warnings and progress bars (transformers, torch, the hub) out of the
+    output; POLYSEEK_VERBOSE=1 lets them through."""
+    if os.environ.get("POLYSEEK_VERBOSE"):
+        return
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"(torch|transformers|huggingface_hub|tokenizers)\b")
+
 ModelOption = Annotated[
     list[str] | None,
     typer.Option("--model", "-m", help="NAME=SOURCE (directory, bundled package or hub id); "
@@ -58,14 +75,17 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Run the HTTP server. It accepts connections at once; models load in the background."""
+    _log_to_stderr(log_level)
     specs = _specs(models)
     import uvicorn
 
     from polyseek.api.app import ServerSettings, create_app
+    from polyseek.client import base_url
     from polyseek.runtime.batcher import BatchLimits
 
     keys = set(api_key or [])
     keys |= {k.strip() for k in os.environ.get("POLYSEEK_API_KEYS", "").split(",") if k.strip()}
+    host = host or ("0.0.0.0" if keys else "127.0.0.1")
     settings = ServerSettings(
         models=specs,
         api_keys=frozenset(keys),
@@ -74,9 +94,23 @@ def serve(
         batch=BatchLimits(**({"max_batch_tokens": max_batch_tokens} if max_batch_tokens else {})),
         data_dir=data,
         qdrant_url=qdrant_url,
+        advertise_url=base_url(host, port) if port else None,
     )
-    host = host or ("0.0.0.0" if keys else "127.0.0.1")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+def _log_to_stderr(level: str) -> None:
+    """polyseek's own log records (models loading and ready, errors) beside uvicorn's."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    logger = logging.getLogger("polyseek")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 @app.command("models")
@@ -126,29 +160,50 @@ def embed(
     dimensions: Annotated[int | None, typer.Option(help="Matryoshka truncation")] = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+    with_text: Annotated[bool, typer.Option(
+        "--with-text", help="print each text, a tab, then its vector")] = False,
 ) -> None:
-    """Embed texts in-process and print one vector per line (or JSON)."""
+    """Embed texts in-process and print one vector per line (or JSON).
+
+    One output line per input (argument or stdin line), in order; a blank input gives a
+    blank line (no vector; null in --json)."""
     spec = _specs([model] if model else None)[0]
     if not texts:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        texts = _stdin_lines()
     if not texts:
         raise typer.BadParameter("no texts given (arguments or stdin)")
     from polyseek.errors import PolyseekError
     from polyseek.models import load_model
 
-    encoder = load_model(spec.source, name=spec.name)
-    try:
-        vectors = encoder.encode(texts, task=task, truncate_dim=dimensions, normalize=normalize)
-    except PolyseekError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if as_json:
-        rows = [{"index": i, "text": t, "embedding": v.tolist()}
-                for i, (t, v) in enumerate(zip(texts, vectors, strict=True))]
-        typer.echo(json.dumps({"model": spec.name, "data": rows}))
+    wanted = [i for i, text in enumerate(texts) if text.strip()]
+    vectors: dict[int, list[float]] = {}
+    if wanted:
+        encoder = load_model(spec.source, name=spec.name)
+        try:
+            found = encoder.encode([texts[i] for i in wanted], task=task,
+                                   truncate_dim=dimensions, normalize=normalize)
+        except PolyseekError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        vectors = {i: v.tolist() for i, v in zip(wanted, found, strict=True)}
     else:
-        for vector in vectors:
-            typer.echo(" ".join(f"{x:.6g}" for x in vector))
+        typer.echo("nothing to embed: every text is blank", err=True)
+    if as_json:
+        rows = [{"index": i, "text": t, "embedding": vectors.get(i)} for i, t in enumerate(texts)]
+        typer.echo(json.dumps({"model": spec.name, "data": rows}))
+        return
+    for i, text in enumerate(texts):
+        numbers = " ".join(f"{x:.6g}" for x in vectors.get(i, ()))
+        shown = text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+        typer.echo(f"{shown}\t{numbers}" if with_text and numbers else numbers)
+
+
+def _stdin_lines() -> list[str]:
+    """stdin's lines, blank ones included, without their line ends."""
+    lines = sys.stdin.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 @app.command()
@@ -203,9 +258,54 @@ QdrantUrlOption = Annotated[str | None, typer.Option(
     "--qdrant-url", help="a Qdrant server or cluster, e.g. http://localhost:6333")]
 
 
-def _fail(exc: Exception) -> typer.Exit:
+ServerOption = Annotated[str | None, typer.Option(
+    "--server", envvar="POLYSEEK_SERVER",
+    help="send the request to this polyseek server, e.g. http://localhost:8080 (default: the "
+    "server serving --data, if one runs)")]
+ApiKeyOption = Annotated[str | None, typer.Option(
+    "--api-key", envvar="POLYSEEK_API_KEY", help="the server's API key, if it needs one")]
+
+
+def _fail(exc: Exception | str) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(2)
+
+
+def _server_for(server: str | None, data: Path, qdrant_url: str | None) -> str | None:
+    """Where a store command goes: --server, else the server that serves --data's embedded
+    store (it holds the store: opening it here would fight it), else None (in-process)."""
+    if server:
+        if qdrant_url:
+            raise _fail("--server and --qdrant-url do not go together: the server uses its "
+                        "own store")
+        return server
+    if qdrant_url:
+        return None
+    from polyseek.client import find_server
+
+    found = find_server(data)
+    return found.url if found else None
+
+
+def _refuse_if_served(data: Path, qdrant_url: str | None, advice: str) -> None:
+    """Stop a command that needs the embedded store to itself while a server serves it."""
+    if qdrant_url:
+        return
+    from polyseek.client import find_server
+
+    found = find_server(data)
+    if found:
+        pid = f", pid {found.pid}" if found.pid else ""
+        raise _fail(f"a polyseek server ({found.url}{pid}) is serving {data}: {advice}")
+
+
+def _client(url: str, api_key: str | None):
+    from polyseek.client import ServerClient
+
+    return ServerClient(url, api_key, on_wait=lambda message: typer.echo(message, err=True))
+
+
+SKIPPED_SHOWN = 20  # skipped files named in the text summary
 
 
 @app.command()
@@ -227,7 +327,15 @@ def index(
     ray_actors: Annotated[int | None, typer.Option(
         "--ray-actors", help="model actors (default: a pool of 1 to 2)")] = None,
 ) -> None:
-    """Index text, Markdown, PDF (and, for image models, image) files into a collection."""
+    """Index files into a collection: text files, PDFs, and images for image models.
+
+    Text: plain text, Markdown, HTML (its visible text) and any other UTF-8 file (code, JSON,
+    CSV, README, ...). Files it does not read are listed as skipped, with the reason. Not
+    while a server serves the same --data: stop it first, or send texts to its
+    POST /v1/index."""
+    _refuse_if_served(data, qdrant_url, "`polyseek index` writes the store the server holds. "
+                      "Stop the server, index, and start it again; or index into another "
+                      "--data directory; or send texts to the server's POST /v1/index")
     spec = _specs([model] if model else None)[0]
     from polyseek.errors import PolyseekError
     from polyseek.models import load_model
@@ -251,14 +359,21 @@ def index(
     except PolyseekError as exc:
         raise _fail(exc) from exc
     for path, error in summary.errors:
-        typer.echo(f"skipped {path}: {error}", err=True)
+        typer.echo(f"failed {path}: {error}", err=True)
     if as_json:
         typer.echo(json.dumps(summary.as_dict()))
-    else:
-        typer.echo(f"{summary.files} files: {summary.indexed} indexed, {summary.unchanged} "
-                   f"unchanged, {summary.removed} removed, {len(summary.errors)} skipped; "
-                   f"{summary.embedded} chunks embedded; {summary.points} points in "
-                   f"{collection!r}")
+        return
+    typer.echo(f"{summary.files} files: {summary.indexed} indexed, {summary.unchanged} "
+               f"unchanged, {summary.removed} removed, {len(summary.errors)} failed; "
+               f"{summary.embedded} chunks embedded; {summary.points} points in "
+               f"{collection!r}")
+    if summary.skipped:
+        typer.echo(f"{len(summary.skipped)} files skipped (not read):")
+        for path, reason in summary.skipped[:SKIPPED_SHOWN]:
+            typer.echo(f"  {path}: {reason}")
+        if len(summary.skipped) > SKIPPED_SHOWN:
+            typer.echo(f"  ... and {len(summary.skipped) - SKIPPED_SHOWN} more (--json lists "
+                       "them all)")
 
 
 @app.command()
@@ -287,13 +402,16 @@ def search(
         help="show each stage's candidates and, in hybrid mode, the fused ranks")] = False,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Search a collection: dense, BM25 or hybrid candidates, then an optional reranker."""
+    """Search a collection: dense, BM25 or hybrid candidates, then an optional reranker.
+
+    Through the server that serves --data (or --server) when one runs: no model is loaded
+    here, and the reranker is one the server serves."""
     from polyseek.errors import PolyseekError
-    from polyseek.retrieval import Condition, open_store
-    from polyseek.retrieval import search as run_search
-    from polyseek.retrieval.filters import parse_condition
-    from polyseek.retrieval.search import check_options
+    from polyseek.retrieval.filters import Condition, parse_condition
+    from polyseek.retrieval.options import check_options
 
     try:
         conditions = [parse_condition(w) for w in where or []]
@@ -303,6 +421,39 @@ def search(
         check_options(mode, fusion, mix, top_k)
     except (PolyseekError, ValueError) as exc:
         raise _fail(exc) from exc
+    url = _server_for(server, data, qdrant_url)
+    if url:
+        if model:
+            raise _fail("--model: the server searches with the model that built the "
+                        "collection; leave --model out")
+        from polyseek.client import ServerError
+
+        request = {"collection": collection, "query": query, "top_k": top_k, "mode": mode,
+                   "fusion": fusion, "weights": mix, "explain": explain,
+                   "filters": [_filter_json(c) for c in conditions],
+                   "rerank": _served_name(rerank) if rerank else None}
+        try:
+            with _client(url, api_key) as client:
+                body = {"query": query, **client.request("POST", "/v1/search", request)}
+        except ServerError as exc:
+            raise _fail(exc) from exc
+    else:
+        body = _search_here(query, collection, model, rerank, data, qdrant_url, top_k=top_k,
+                            mode=mode, fusion=fusion, weights=mix, where=conditions,
+                            explain=explain)
+    if as_json:
+        typer.echo(json.dumps(body))
+    else:
+        _print_search(body, filtered=bool(conditions))
+
+
+def _search_here(query: str, collection: str, model: str | None, rerank: str | None,
+                 data: Path, qdrant_url: str | None, **options) -> dict:
+    """Search in this process: open the store, load the collection's model (and reranker)."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval import open_store
+    from polyseek.retrieval import search as run_search
+
     try:
         with open_store(data, qdrant_url) as store:
             built = store.spec(collection)
@@ -314,23 +465,62 @@ def search(
             if rerank:
                 rerank_spec = _specs([rerank])[0]
                 reranker = load_model(rerank_spec.source, name=rerank_spec.name)
-            result = run_search(query, collection, encoder, store=store, top_k=top_k,
-                                mode=mode, fusion=fusion, weights=mix, where=conditions,
-                                rerank=reranker, explain=explain)
-    except PolyseekError as exc:
+            result = run_search(query, collection, encoder, store=store, rerank=reranker,
+                                **options)
+    except (PolyseekError, FileNotFoundError) as exc:  # FileNotFoundError: a bad model source
         raise _fail(exc) from exc
-    if as_json:
-        typer.echo(json.dumps(result.as_dict()))
-        return
-    for stage in result.stages:
-        typer.echo(f"[{stage.name} by {stage.vector}: {len(stage.candidates)} candidates]")
-        for hit in stage.candidates:
-            ranks = " ".join(f"{k}#{v}" for k, v in (hit.ranks or {}).items())
-            typer.echo(f"  {hit.score:.4f}  {hit.path}" + (f" p{hit.page}" if hit.page else "")
+    return {**result.as_dict(), "model": spec.name}
+
+
+def _served_name(spec: str) -> str:
+    """The model name in NAME=SOURCE, or the name a bare SOURCE is served under (as
+    ModelSpec.parse names it)."""
+    name, sep, _ = spec.partition("=")
+    return name if sep else spec.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _filter_json(condition) -> dict:
+    """A filter condition as /v1/search takes it."""
+    if condition.match is not None:
+        test = {"match": condition.match}
+    elif condition.any is not None:
+        test = {"any": list(condition.any)}
+    elif condition.range is not None:
+        bounds = vars(condition.range)
+        test = {"range": {k: v for k, v in bounds.items() if v is not None}}
+    else:
+        test = {"prefix": condition.prefix}
+    return {"key": condition.key, **test}
+
+
+SNIPPET_CHARS = 160
+
+
+def snippet(text: str, mime: str = "") -> str:
+    """A hit's text on one line, shortened: as text, not as a Python string literal."""
+    flat = " ".join(text.split())
+    if not flat:
+        return f"[{mime or 'no text'}]"
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
+
+
+def _print_search(body: dict, filtered: bool) -> None:
+    """A search answer (from a server or this process) as text."""
+    for stage in body.get("stages") or []:
+        typer.echo(f"[{stage['name']} by {stage['vector']}: {len(stage['candidates'])} "
+                   "candidates]")
+        for hit in stage["candidates"]:
+            ranks = " ".join(f"{k}#{v}" for k, v in (hit.get("ranks") or {}).items())
+            typer.echo(f"  {hit['score']:.4f}  {hit['path']}"
+                       + (f" p{hit['page']}" if hit.get("page") else "")
                        + (f"  ({ranks})" if ranks else ""))
-    for rank, hit in enumerate(result.hits, start=1):
-        where_from = hit.path + (f" (page {hit.page})" if hit.page else "")
-        typer.echo(f"{rank:>3}. {hit.score:.4f}  {where_from}\n     {hit.text[:160]!r}")
+    if not body["hits"]:
+        typer.echo(f"no results for {body['query']!r} in {body['collection']!r}"
+                   + (" with these filters" if filtered else ""))
+    for rank, hit in enumerate(body["hits"], start=1):
+        where_from = hit["path"] + (f" (page {hit['page']})" if hit.get("page") else "")
+        typer.echo(f"{rank:>3}. {hit['score']:.4f}  {where_from}\n"
+                   f"     {snippet(hit['text'], hit.get('mime', ''))}")
 
 
 collections_app = typer.Typer(help="list or delete collections", no_args_is_help=True)
@@ -342,24 +532,36 @@ def collections_list(
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Every collection with the model that built it and its point count."""
+    """Every collection with the model that built it and its point count (through the server
+    that serves --data, or --server, when one runs)."""
+    from polyseek.client import ServerError
     from polyseek.errors import PolyseekError
-    from polyseek.retrieval import open_store
 
+    url = _server_for(server, data, qdrant_url)
     try:
-        with open_store(data, qdrant_url) as store:
-            rows = [{"name": name, "points": store.count(name),
-                     **(spec.as_metadata()["polyseek"] if spec else {})}
-                    for name, spec in store.collections().items()]
-    except PolyseekError as exc:
+        if url:
+            with _client(url, api_key) as client:
+                rows = client.request("GET", "/v1/collections")["data"]
+        else:
+            from polyseek.retrieval import open_store
+
+            with open_store(data, qdrant_url) as store:
+                rows = [{"name": name, "points": store.count(name),
+                         **(spec.as_metadata()["polyseek"] if spec else {})}
+                        for name, spec in store.collections().items()]
+    except (PolyseekError, ServerError) as exc:
         raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(rows))
         return
+    if not rows:
+        typer.echo(f"no collections in {url or qdrant_url or data}")
     for row in rows:
-        typer.echo(f"{row['name']}\t{row['points']} points\t{row.get('model', '-')}\t"
-                   f"bm25: {row.get('language', '-')}")
+        typer.echo(f"{row['name']}\t{row['points']} points\t{row.get('model') or '-'}\t"
+                   f"bm25: {row.get('language') or '-'}")
 
 
 @collections_app.command("delete")
@@ -367,16 +569,28 @@ def collections_delete(
     name: Annotated[str, typer.Argument(help="the collection to delete")],
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Delete a collection and its points."""
-    from polyseek.errors import PolyseekError
-    from polyseek.retrieval import CollectionNotFound, open_store
+    """Delete a collection and its points (through the server that serves --data, or
+    --server, when one runs)."""
+    from urllib.parse import quote
 
+    from polyseek.client import ServerError
+    from polyseek.errors import PolyseekError
+
+    url = _server_for(server, data, qdrant_url)
     try:
-        with open_store(data, qdrant_url) as store:
-            if not store.delete_collection(name):
-                raise CollectionNotFound(f"no collection {name!r}")
-    except PolyseekError as exc:
+        if url:
+            with _client(url, api_key) as client:
+                client.request("DELETE", f"/v1/collections/{quote(name, safe='')}")
+        else:
+            from polyseek.retrieval import CollectionNotFound, open_store
+
+            with open_store(data, qdrant_url) as store:
+                if not store.delete_collection(name):
+                    raise CollectionNotFound(f"no collection {name!r}")
+    except (PolyseekError, ServerError) as exc:
         raise _fail(exc) from exc
     typer.echo(f"deleted {name!r}")
 
@@ -390,6 +604,8 @@ def push(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Copy an embedded collection to a Qdrant server; run it again to resume or to update."""
+    _refuse_if_served(data, None, "`polyseek push` reads the store the server holds. Stop the "
+                      "server, push, then serve with --qdrant-url")
     from polyseek.errors import PolyseekError
     from polyseek.retrieval import open_store
     from polyseek.retrieval.push import push_collection

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from polyseek.retrieval import ModelMismatch, index_paths, open_store, search
 from polyseek.retrieval.documents import token_windows, whitespace_offsets
@@ -68,7 +69,8 @@ def write_corpus(folder: Path) -> Path:
     (folder / "report.pdf").write_bytes(make_pdf(PDF_PAGES))
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not a pdf")
     (folder / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))  # not UTF-8
-    (folder / "notes.csv").write_text("ignored,unsupported\n")
+    # an image, which a text model does not read: listed as skipped, not indexed
+    Image.new("RGB", (8, 8), "red").save(folder / "logo.png")
     return folder
 
 
@@ -92,6 +94,8 @@ def test_index_and_search_finds_the_right_file(corpus, store, minilm):
     assert (summary.files, summary.indexed, summary.unchanged) == (7, 5, 0)
     assert summary.embedded == summary.points == 6  # 4 files + 2 PDF pages
     assert sorted(Path(p).name for p, _ in summary.errors) == ["broken.pdf", "latin1.txt"]
+    assert summary.skipped == [(str((corpus / "logo.png").resolve()),
+                                "image; the model reads text only")]
     for query, expected in QUERIES.items():
         result = search(query, "docs", minilm, store=store, top_k=3)
         assert top(result) == expected, query
@@ -216,6 +220,7 @@ def test_cli_index_then_search_json(tmp_path):
     assert indexed.returncode == 0, indexed.stderr
     summary = json.loads(indexed.stdout)
     assert (summary["indexed"], summary["points"], len(summary["errors"])) == (5, 6, 2)
+    assert [Path(s["path"]).name for s in summary["skipped"]] == ["logo.png"]
     assert "broken.pdf" in indexed.stderr
 
     found = polyseek("search", "how long is a year on Mars", "--collection", "cli", "--data",

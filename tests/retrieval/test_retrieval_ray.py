@@ -50,6 +50,7 @@ def test_cli_index_with_ray_then_search(tmp_path: Path):
     assert indexed.returncode == 0, indexed.stderr
     summary = json.loads(indexed.stdout)
     assert (summary["indexed"], summary["points"], len(summary["errors"])) == (5, 6, 2)
+    assert [Path(s["path"]).name for s in summary["skipped"]] == ["logo.png"]
 
     found = polyseek("search", "lava from an erupting mountain", "--collection", "big",
                      "--data", data, "--json", "--top-k", "1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ from polyseek.api import chat, embeddings, models, rerank, search, web
 from polyseek.api.auth import require_api_key
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware, UnexpectedErrors
+from polyseek.client import Advertisement, find_server
 from polyseek.inputs.images import ImageLimits
 from polyseek.runtime.batcher import BatchLimits
 from polyseek.runtime.metrics import Metrics
 from polyseek.runtime.registry import ModelRegistry, ModelSpec, default_specs
+
+log = logging.getLogger("polyseek.api")
 
 
 @dataclass
@@ -31,6 +35,9 @@ class ServerSettings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     data_dir: str = "polyseek-data"  # embedded Qdrant store for /v1/index and /v1/search
     qdrant_url: str | None = None  # a Qdrant server or cluster instead
+    # the base URL the CLI reaches this server at, advertised in the embedded store's
+    # directory while the server runs (`polyseek serve` sets it; see polyseek.client)
+    advertise_url: str | None = None
 
 
 def create_app(settings: ServerSettings | None = None,
@@ -42,10 +49,15 @@ def create_app(settings: ServerSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        advert = _advertise(settings)
         registry.load_in_background()
-        yield
-        registry.close()
-        app.state.store.close()
+        try:
+            yield
+        finally:
+            registry.close()
+            app.state.store.close()
+            if advert:
+                advert.close()
 
     app = FastAPI(title="polyseek", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -81,3 +93,15 @@ def create_app(settings: ServerSettings | None = None,
     app.add_middleware(PrometheusMiddleware, metrics=metrics)
     app.add_middleware(UnexpectedErrors)
     return app
+
+
+def _advertise(settings: ServerSettings) -> Advertisement | None:
+    """Tell CLIs on this machine that this server serves the embedded store's directory."""
+    if not settings.advertise_url or settings.qdrant_url:
+        return None
+    advert = Advertisement.claim(settings.data_dir, settings.advertise_url)
+    if advert is None:
+        other = find_server(settings.data_dir)
+        log.warning("another polyseek server (%s) serves %s; this one cannot use its store",
+                    other.url if other else "unknown", settings.data_dir)
+    return advert

@@ -99,7 +99,7 @@ class EncodeJob:
 class Embedder(Protocol):
     capabilities: Capabilities
 
-    def encode(self, items: Sequence[Input], task: str | None = None,
+    def encode(self, items: Sequence[Input] | Input, task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False
                ) -> np.ndarray | list[np.ndarray]: ...
 
@@ -222,21 +222,30 @@ def run_jobs(model: Embedder | PairScorer, jobs: Sequence[EncodeJob], batch_size
     return per_input(jobs, outputs)
 
 
-def encode_inputs(model: Embedder, items: Sequence[Input], task: str | None,
+def encode_inputs(model: Embedder, items: Sequence[Input] | Input, task: str | None,
                   truncate_dim: int | None, multivector: bool, normalize: bool,
                   late_chunking: bool, batch_size: int) -> np.ndarray | list[np.ndarray]:
     """The Python `encode` every Embedder shares: [N, dim] float32 cut to the first
     `truncate_dim` components (any size HTTP's `dimensions` takes), L2-normalised unless
     `normalize=False`; with `multivector`, one [T_i, D] array per input. Inputs longer than
-    the context are truncated."""
+    the context are truncated.
+
+    One text or image (not in a list) gives its vector alone, [dim] (with `multivector`, its
+    [T, D] array), as sentence-transformers does; an empty list gives [0, dim] (or [])."""
     model.capabilities.check_dimensions(truncate_dim)
+    single = isinstance(items, str | Image.Image)
+    if single:
+        items = [items]
+    dim = truncate_dim or model.capabilities.dim
+    if not items:
+        return [] if multivector else np.zeros((0, dim), np.float32)
     jobs = model.prepare(items, task, True, late_chunking, multivector)
     outputs = run_jobs(model, jobs, batch_size)
     if multivector:
-        return [truncate_and_normalize(v, None, normalize) for v in outputs]
-    dim = truncate_dim or model.capabilities.dim
-    stacked = np.stack(outputs) if outputs else np.zeros((0, dim), np.float32)
-    return truncate_and_normalize(stacked, truncate_dim, normalize)
+        vectors = [truncate_and_normalize(v, None, normalize) for v in outputs]
+    else:
+        vectors = truncate_and_normalize(np.stack(outputs), truncate_dim, normalize)
+    return vectors[0] if single else vectors
 
 
 def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:

@@ -424,7 +424,7 @@ class JinaClipV2:
 
     # -- Python API ------------------------------------------------------------------------
 
-    def encode(self, items: Sequence[Input], task: str | None = None,
+    def encode(self, items: Sequence[Input] | Input, task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, batch_size: int = 16) -> np.ndarray:
         """Embed texts and images (mixed freely): [N, dim] float32, truncated to

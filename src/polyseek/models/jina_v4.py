@@ -555,7 +555,7 @@ class JinaEmbeddingsV4:
 
     # -- Python API ----------------------------------------------------------------------------
 
-    def encode(self, items: Sequence[Input], task: str | None = None,
+    def encode(self, items: Sequence[Input] | Input, task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, batch_size: int = 8) -> np.ndarray | list[np.ndarray]:
         """Embed texts and images (mixed freely).

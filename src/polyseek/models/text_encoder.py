@@ -132,10 +132,10 @@ class TextEncoder:
 
     # -- Python API ------------------------------------------------------------------------
 
-    def encode(self, items: Sequence[Input], task: str | None = None,
+    def encode(self, items: Sequence[Input] | Input, task: str | None = None,
                truncate_dim: int | None = None, multivector: bool = False,
                normalize: bool = True, late_chunking: bool = False,
                batch_size: int = 32) -> np.ndarray:
-        """Embed texts: [N, dim] float32 (see `encode_inputs`)."""
+        """Embed texts: [N, dim] float32; one text alone: [dim] (see `encode_inputs`)."""
         return encode_inputs(self, items, task, truncate_dim, multivector, normalize,
                              late_chunking, batch_size)

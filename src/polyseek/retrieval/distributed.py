@@ -147,7 +147,7 @@ def index_paths_ray(
     """
     run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim,
                       language)
-    summary = IndexSummary(collection, files=len(run.files))
+    summary = run.summary(collection)
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)
 

@@ -1,11 +1,19 @@
-"""Source files to chunks: text and Markdown by tokens, PDFs by page, images whole."""
+"""Source files to chunks: text and Markdown by tokens, PDFs by page, images whole.
+
+Which files are read: PDFs, images (for image models), and text: `.txt` and Markdown, HTML
+(its visible text), and any other file whose first bytes are UTF-8 text without NULs (source
+code, reStructuredText, JSON, CSV, README, LICENSE, ...). Everything else is skipped with a
+reason (`classify`); hidden files and folders are not looked at.
+"""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 from PIL import Image
@@ -14,11 +22,21 @@ from polyseek.inputs.chunking import hf_offsets
 from polyseek.inputs.images import load_image
 
 TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
+HTML_TYPE = "text/html"
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+# mime types recorded for other text files by extension; any other text file is text/plain
+TEXT_LIKE_TYPES = {".rst": "text/x-rst", ".py": "text/x-python", ".json": "application/json",
+                   ".csv": "text/csv", ".tsv": "text/tab-separated-values",
+                   ".xml": "application/xml", ".yaml": "application/yaml",
+                   ".yml": "application/yaml", ".toml": "application/toml",
+                   ".js": "text/javascript", ".css": "text/css"}
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-               ".webp": "image/webp"}
+               ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp",
+               ".tif": "image/tiff", ".tiff": "image/tiff"}
 PDF_TYPE = "application/pdf"
 PDF_RENDER_SCALE = 1.5  # 108 dpi: page images of a size image encoders tile well
 THUMBNAIL_SCALE = 0.4  # 29 dpi: a page preview for search results
+SNIFF_BYTES = 8192  # how much of a file of unknown type is read to tell text from binary
 
 Offsets = Callable[[str], list[tuple[int, int]]]
 
@@ -41,29 +59,69 @@ class Chunk:
 
 
 def mime_type(path: Path) -> str | None:
-    """The mime type of a supported file, None for anything else."""
+    """The mime type of a file by its name: PDFs, images and the text types known by
+    extension; None for anything else (which may still be text: see `classify`)."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         return PDF_TYPE
+    if suffix in HTML_SUFFIXES:
+        return HTML_TYPE
     return TEXT_TYPES.get(suffix) or IMAGE_TYPES.get(suffix)
 
 
-def discover(paths: Iterable[str | Path], modalities: tuple[str, ...]) -> list[Path]:
-    """Supported files under `paths` (files or folders), resolved, sorted, without duplicates.
+def looks_like_text(path: Path) -> bool:
+    """Whether the file's first bytes are UTF-8 without NULs (an empty file is text)."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if b"\0" in head:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # may end mid-char
+    except UnicodeDecodeError:
+        return False
+    return True
 
-    Images are listed only for image-capable models; hidden files and folders are skipped.
-    """
+
+def classify(path: Path, modalities: tuple[str, ...]) -> tuple[str | None, str]:
+    """(mime type, "") for a file that indexing reads with a model of `modalities`, or
+    (None, why it is skipped)."""
+    mime = mime_type(path)
+    if mime and mime.startswith("image/"):
+        return (mime, "") if "image" in modalities else (None, "image; the model reads text only")
+    if mime:
+        return mime, ""
+    try:
+        text = looks_like_text(path)
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    if text:
+        return TEXT_LIKE_TYPES.get(path.suffix.lower(), "text/plain"), ""
+    return None, "binary file (not UTF-8 text)"
+
+
+def survey(paths: Iterable[str | Path],
+           modalities: tuple[str, ...]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files under `paths` (files or folders) that indexing reads, resolved and sorted,
+    and the (path, reason) of those it skips. Hidden files and folders are neither."""
     found: set[Path] = set()
+    skipped: dict[Path, str] = {}
     for root in map(Path, paths):
         candidates = [root] if root.is_file() else root.rglob("*")
         for path in candidates:
             rel = path.relative_to(root).parts if path != root else ()
             if any(part.startswith(".") for part in rel) or not path.is_file():
                 continue
-            mime = mime_type(path)
-            if mime and (not mime.startswith("image/") or "image" in modalities):
+            mime, reason = classify(path, modalities)
+            if mime:
                 found.add(path.resolve())
-    return sorted(found)
+            else:
+                skipped[path.resolve()] = reason
+    return sorted(found), [(str(p), skipped[p]) for p in sorted(skipped)]
+
+
+def discover(paths: Iterable[str | Path], modalities: tuple[str, ...]) -> list[Path]:
+    """The files under `paths` that indexing reads (see `survey`)."""
+    return survey(paths, modalities)[0]
 
 
 def file_hash(path: Path) -> str:
@@ -106,18 +164,57 @@ def text_chunks(text: str, model, size: int, overlap: int,
     return [Chunk(mime, text=c) for c in token_windows(text, offsets_for(model), size, overlap)]
 
 
+class _VisibleText(HTMLParser):
+    """The text a browser shows: no tags, scripts or styles; block elements on new lines."""
+
+    HIDDEN = {"script", "style", "template", "noscript"}
+    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "title",
+              "section", "article", "pre", "blockquote", "table", "ul", "ol", "dt", "dd"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in self.HIDDEN:
+            self.hidden += 1
+        if tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.HIDDEN and self.hidden:
+            self.hidden -= 1
+        if tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def html_text(html: str) -> str:
+    """The visible text of an HTML document, one block per line."""
+    parser = _VisibleText()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
 def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
     """The chunks of one file for `model`; raises on an unreadable or corrupt file."""
-    mime = mime_type(path)
-    modalities = model.capabilities.modalities
-    if mime in TEXT_TYPES.values():
-        return text_chunks(path.read_text(encoding="utf-8"), model, size, overlap, mime)
+    mime, reason = classify(path, model.capabilities.modalities)
+    if mime is None:
+        raise ValueError(f"{path.name}: {reason}")
     if mime == PDF_TYPE:
         return list(pdf_chunks(path, model, size, overlap))
-    if mime and mime.startswith("image/") and "image" in modalities:
+    if mime.startswith("image/"):
         picture = load_image(path.read_bytes())  # upright RGB, within the default limits
         return [Chunk(mime, image=picture, thumbnail=picture)]
-    raise ValueError(f"unsupported file type for this model: {path.name}")
+    text = path.read_text(encoding="utf-8")
+    return text_chunks(html_text(text) if mime == HTML_TYPE else text, model, size, overlap,
+                       mime)
 
 
 def pdf_chunks(path: Path, model, size: int, overlap: int) -> Iterator[Chunk]:

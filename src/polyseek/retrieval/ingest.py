@@ -37,10 +37,10 @@ from polyseek.models.base import Capabilities
 from polyseek.retrieval.bm25 import DEFAULT_LANGUAGE, document_vector
 from polyseek.retrieval.documents import (
     Chunk,
-    discover,
     file_fields,
     file_hash,
     read_chunks,
+    survey,
     text_chunks,
 )
 from polyseek.retrieval.encoders import Embedding, Encoder, LocalModel
@@ -77,7 +77,9 @@ class FileResult:
 
 @dataclass
 class IndexSummary:
-    """What one run did; `embedded` counts chunks sent through the model."""
+    """What one run did; `embedded` counts chunks sent through the model. `files` are those
+    the run read (or found unchanged); `skipped` the (path, reason) of files it does not read
+    (binaries, images for a text-only model); `errors` those it failed to read."""
 
     collection: str
     files: int = 0
@@ -88,6 +90,7 @@ class IndexSummary:
     deleted_points: int = 0
     points: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, result: FileResult) -> None:
         self.indexed += result.status == "indexed"
@@ -99,7 +102,8 @@ class IndexSummary:
             self.errors.append((result.path, result.error))
 
     def as_dict(self) -> dict:
-        return {**self.__dict__, "errors": [{"path": p, "error": e} for p, e in self.errors]}
+        return {**self.__dict__, "errors": [{"path": p, "error": e} for p, e in self.errors],
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
 
 
 def point_id(path: str, chunk: Chunk, index: int) -> str:
@@ -173,12 +177,17 @@ class IndexRun:
 
     roots: list[Path]
     files: list[Path]
+    skipped: list[tuple[str, str]]  # (path, reason) of files not read
     spec: CollectionSpec
     source: str  # how workers load the model again
     size: int  # chunk size in tokens
     overlap: int
     stored: dict[str, dict[str, StoredFile]]
     thumbnail_dir: Path
+
+    def summary(self, collection: str) -> IndexSummary:
+        """An empty summary of this run: its file count and the skipped files."""
+        return IndexSummary(collection, files=len(self.files), skipped=list(self.skipped))
 
 
 def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Store,
@@ -193,8 +202,8 @@ def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Stor
     wanted = spec_for(model, source, short_dim, language or DEFAULT_LANGUAGE)
     spec = store.ensure_collection(collection, wanted, model, language)
     size = chunk_tokens or default_chunk_tokens(model.capabilities)
-    files = discover(roots, model.capabilities.modalities)
-    return IndexRun(roots, files, spec, wanted.source, size, overlap,
+    files, skipped = survey(roots, model.capabilities.modalities)
+    return IndexRun(roots, files, skipped, spec, wanted.source, size, overlap,
                     store.stored_files(collection), store.thumbnail_dir)
 
 
@@ -235,7 +244,7 @@ def index_paths(
     encoder = LocalModel(model)
     run = prepare_run(paths, collection, encoder, store, source, chunk_tokens, overlap,
                       short_dim, language)
-    summary = IndexSummary(collection, files=len(run.files))
+    summary = run.summary(collection)
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)
         for path in run.files:

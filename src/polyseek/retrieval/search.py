@@ -22,6 +22,14 @@ from polyseek.retrieval.bm25 import query_vector
 from polyseek.retrieval.encoders import Encoder, LocalModel, Scorer
 from polyseek.retrieval.filters import Filter
 from polyseek.retrieval.ingest import named_vectors
+from polyseek.retrieval.options import (  # noqa: F401 - check_options and MODES: re-exported
+    DEFAULT_FUSION,
+    DEFAULT_MODE,
+    MODES,
+    Fusion,
+    Mode,
+    check_options,
+)
 from polyseek.retrieval.store import (
     FULL,
     MULTI,
@@ -33,11 +41,6 @@ from polyseek.retrieval.store import (
     Store,
 )
 
-Mode = Literal["dense", "sparse", "hybrid"]
-Fusion = Literal["rrf", "dbsf"]
-MODES: tuple[Mode, ...] = ("dense", "sparse", "hybrid")
-DEFAULT_MODE: Mode = "hybrid"  # best on the evaluation sets (README, "Search quality")
-DEFAULT_FUSION: Fusion = "rrf"
 RRF_K = 60  # the constant of reciprocal rank fusion: 1 / (k + rank)
 PREFETCH_FACTOR = 10  # short-vector candidates per result
 RERANK_FACTOR = 4  # candidates per result handed to the reranker
@@ -153,18 +156,6 @@ async def rerank_hits(scorer: Scorer, query: Input, hits: list[Hit]) -> list[Hit
     rescored = [replace(h, score=float(s)) for h, s in zip(texts, scores, strict=True)]
     rescored.sort(key=lambda h: h.score, reverse=True)
     return rescored + [h for h in hits if not h.text]
-
-
-def check_options(mode: str, fusion: str, weights: Sequence[float] | None, top_k: int) -> None:
-    if top_k < 1:
-        raise InvalidInput("top_k must be at least 1", ("top_k",))
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)} (got {mode!r})", ("mode",))
-    if fusion not in ("rrf", "dbsf"):
-        raise InvalidInput(f"fusion must be rrf or dbsf (got {fusion!r})", ("fusion",))
-    if weights is not None and (len(weights) != 2 or min(weights) < 0 or sum(weights) == 0):
-        raise InvalidInput("weights: two non-negative numbers (dense, sparse), not both 0",
-                           ("weights",))
 
 
 async def search_async(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,15 +108,21 @@ class ModelRegistry:
         return thread
 
     def load_all(self) -> None:
+        """Load every model still loading, one after the other; each start, readiness (with
+        how long it took) and failure is logged."""
+        started = time.monotonic()
         for entry in self.entries.values():
             if entry.state != "loading":
                 continue
+            log.info("loading model %s from %s", entry.spec.name, entry.spec.source)
+            began = time.monotonic()
             try:
                 model = self.loader(entry.spec)
             except Exception as exc:
                 entry.error = f"{type(exc).__name__}: {exc}"
                 entry.state = "failed"
-                log.error("model %s failed to load: %s", entry.spec.name, entry.error)
+                log.error("model %s failed to load after %.1f s: %s", entry.spec.name,
+                          time.monotonic() - began, entry.error)
                 continue
             name = entry.spec.name
             kind = model.capabilities.kind
@@ -127,7 +134,12 @@ class ModelRegistry:
                 entry.engine = engine(name, model, batcher)
             entry.state = "ready"
             self.metrics.model_ready.labels(entry.spec.name).set(1)
-            log.info("model %s ready", entry.spec.name)
+            caps = model.capabilities
+            log.info("model %s ready in %.1f s (%s%s)", name, time.monotonic() - began, kind,
+                     f", {caps.dim} dimensions" if caps.dim else "")
+        ready = sum(e.state == "ready" for e in self.entries.values())
+        log.info("%d of %d models ready after %.1f s", ready, len(self.entries),
+                 time.monotonic() - started)
 
     def entry(self, name: str) -> ModelEntry:
         if name not in self.entries:
