@@ -808,9 +808,8 @@ def server_part(args: argparse.Namespace, tmp: Path) -> dict:
     probe = Probe()
     probe.install()
     limits = BatchLimits()
-    if args.server_window:
-        limits = BatchLimits(window_tokens=args.server_window,
-                             max_batch_tokens=min(limits.max_batch_tokens, args.server_window))
+    if args.bulk_window:
+        limits = BatchLimits(bulk_window_tokens=args.bulk_window)
     app = create_app(ServerSettings(models=[DEFAULT_SPEC], data_dir=str(tmp / "server"),
                                     batch=limits))
     try:
@@ -845,7 +844,8 @@ def server_part(args: argparse.Namespace, tmp: Path) -> dict:
     return {"idle": idle, "during": during, "documents": ingest.documents,
             "requests": ingest.requests, "seconds": seconds,
             "optimize": [b - a for a, b in probe.optimize], "probe_idle": idle_probe,
-            "limits": f"window {limits.window_tokens} tokens, batch {limits.max_batch_tokens}",
+            "limits": f"window {limits.window_tokens} tokens ({limits.bulk_window_tokens} bulk), "
+                  f"batch {limits.max_batch_tokens}",
             "probe_during": during_probe}
 
 
@@ -1051,9 +1051,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="server part: documents per /v1/index request")
     parser.add_argument("--seed-docs", type=int, default=256,
                         help="server part: documents indexed before searching")
-    parser.add_argument("--server-window", type=int, default=0,
-                        help="server part: the batcher's window_tokens (and max_batch_tokens "
-                        "if smaller), to explore; 0: the defaults")
+    parser.add_argument("--bulk-window", type=int, default=0,
+                        help="server part: the batcher's bulk_window_tokens, to explore; "
+                        "0: the default")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="model and server parts: torch intra-op threads (0: torch's "
                         "default; on a busy machine two threads stall each other)")

@@ -2,11 +2,12 @@
 
 Requests enqueue their jobs and await futures. Jobs wait in one of two first-come-first-served
 lanes: interactive (queries, /v1/embeddings, /v1/rerank) and bulk (indexing). The worker thread
-takes a window of about `window_tokens` tokens, interactive jobs first and bulk jobs in the
-room left, groups it by task, sorts it by length and cuts batches whose padded size
-(members x longest) stays within `max_batch_tokens`, so long and short inputs rarely pad each
-other. Windows keep requests flowing: the first requests are answered while later ones are
-computed, and an interactive request waits for at most the window in flight, never behind
+takes a window of about `window_tokens` tokens of interactive jobs plus at most
+`bulk_window_tokens` of bulk jobs, groups it by task (groups with interactive jobs first), sorts
+each group by length and cuts batches whose padded size (members x longest) stays within
+`max_batch_tokens`, so long and short inputs rarely pad each other. Windows keep requests
+flowing: the first requests are answered while later ones are computed, and an interactive
+request waits for at most the window in flight, which holds little bulk work, never behind
 queued bulk work. Bulk callers submit moderate groups of jobs, one after another.
 
 Both lanes share `max_queue`: a request that would exceed it gets Overloaded (HTTP 429).
@@ -32,6 +33,7 @@ class BatchLimits:
     max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU: small is faster)
     max_batch_size: int = 128  # sequences per forward pass
     window_tokens: int = 8192  # tokens taken from the queue per scheduling round
+    bulk_window_tokens: int = 512  # of which bulk (indexing): what a query may wait behind
     max_queue: int = 16384  # sequences waiting; beyond it new requests get Overloaded
 
 
@@ -91,25 +93,27 @@ class Batcher:
                     self._wakeup.wait()
                 if self._closed:
                     return
-                taken = self._take_window()
+                lanes = self._take_window()
                 self.metrics.queue_depth.labels(self.name).set(self._queued)
-            taken = [p for p in taken if not p.future.done()]  # drop cancelled requests
-            by_task = sorted(taken, key=lambda p: p.job.task or "")
-            for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
-                self._run_group(list(group))
+            for taken in lanes:  # interactive, then bulk
+                taken = [p for p in taken if not p.future.done()]  # drop cancelled requests
+                by_task = sorted(taken, key=lambda p: p.job.task or "")
+                for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
+                    self._run_group(list(group))
 
-    def _take_window(self) -> list[_Pending]:
-        """Pop about `window_tokens` tokens of jobs: interactive first, then bulk."""
-        taken: list[_Pending] = []
-        tokens = 0
-        for lane in (self._interactive, self._bulk):
-            count = 0
-            while count < len(lane) and tokens < self.limits.window_tokens:
+    def _take_window(self) -> tuple[list[_Pending], list[_Pending]]:
+        """Pop about `window_tokens` tokens of interactive jobs and `bulk_window_tokens` of
+        bulk jobs (at least one job of a non-empty lane)."""
+        budgets = (self.limits.window_tokens, self.limits.bulk_window_tokens)
+        window = []
+        for lane, budget in zip((self._interactive, self._bulk), budgets, strict=True):
+            count, tokens = 0, 0
+            while count < len(lane) and tokens < budget:
                 tokens += lane[count].job.n_tokens
                 count += 1
-            taken += lane[:count]
+            window.append(lane[:count])
             del lane[:count]
-        return taken
+        return window[0], window[1]
 
     def _run_group(self, group: list[_Pending]) -> None:
         lengths = [p.job.n_tokens for p in group]
