@@ -290,10 +290,15 @@ def write_points(key: str, digest: str, points: list[Point] | None, collection: 
     delete the other versions of `key`."""
     if points is None:
         result = FileResult(key, "unchanged", stored[key][digest].n_chunks)
+        written = set()
     else:
         store.upsert(collection, points)
         result = FileResult(key, "indexed", len(points))
-    stale = [i for d, version in stored.get(key, {}).items() if d != digest for i in version.ids]
+        written = {p.id for p in points}
+    # a chunk whose text did not change keeps its point id (a document whose metadata alone
+    # changed keeps all of them): those points were just written, and are not stale
+    stale = [i for d, version in stored.get(key, {}).items() if d != digest
+             for i in version.ids if i not in written]
     store.delete_ids(collection, stale)
     result.deleted = len(stale)
     return result
