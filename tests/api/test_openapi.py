@@ -97,6 +97,7 @@ def test_the_schema_states_the_constraints_the_server_enforces(schema, client):
                        "documents": [{"id": "a", "text": "b"}]}, "language"),
         ("/v1/search", {"collection": "c", "query": " \t"}, "query"),
         ("/v1/search", {"collection": "c", "query": "q", "weights": [0, 0]}, "weights"),
+        ("/v1/search", {"collection": "c", "query": "q", "weights": [1e308, 1e308]}, "weights"),
         ("/v1/search", {"collection": "c", "query": "q", "filters": [{"key": "path"}]},
          "filters"),
         ("/v1/search", {"collection": "c", "query": "q", "filters": [

@@ -194,10 +194,11 @@ class SearchRequest(RequestModel):
                        "hybrid (both lists, fused)")
     fusion: Fusion = Field(DEFAULT_FUSION, description="hybrid: rrf (reciprocal rank) or "
                            "dbsf (distribution-based score fusion)")
-    weights: Annotated[list[Annotated[float, Field(ge=0)]], Field(
+    # bounded: dbsf sums weight * [0, 1] per list, and 2 * 1.8e308 is inf (a null score)
+    weights: Annotated[list[Annotated[float, Field(ge=0, le=1000)]], Field(
         min_length=2, max_length=2, json_schema_extra={"contains": {"exclusiveMinimum": 0}},
     )] | None = Field(None, description="hybrid: weights of the dense and the sparse list, "
-                      "not both 0 [default 1, 1]")
+                      "each 0 to 1000, not both 0 [default 1, 1]")
     filters: list[FilterCondition] = Field([], description="conditions every hit meets")
     rerank: str | None = Field(None, description="a served model that can rerank")
     explain: bool = False
