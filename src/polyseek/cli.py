@@ -62,8 +62,13 @@ def serve(
         help="Default 127.0.0.1; 0.0.0.0 when API keys are configured")] = None,
     port: int = 8080,
     api_key: Annotated[list[str] | None, typer.Option(
-        "--api-key", help="require 'Authorization: Bearer KEY' on /v1/*; repeatable "
-        "(also POLYSEEK_API_KEYS, comma-separated)")] = None,
+        "--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "
+        "and the web page; repeatable (also POLYSEEK_API_KEYS, comma-separated)")] = None,
+    public_docs: Annotated[bool, typer.Option(
+        "--public-docs", help="with API keys: serve /docs, /redoc and /openapi.json without "
+        "a key")] = False,
+    public_metrics: Annotated[bool, typer.Option(
+        "--public-metrics", help="with API keys: serve /metrics without a key")] = False,
     max_batch_tokens: Annotated[int | None, typer.Option(
         help="padded tokens per forward pass [default: 2048]")] = None,
     max_inputs: Annotated[int, typer.Option(help="inputs per request")] = 2048,
@@ -95,6 +100,8 @@ def serve(
         data_dir=data,
         qdrant_url=qdrant_url,
         advertise_url=base_url(host, port) if port else None,
+        public_docs=public_docs,
+        public_metrics=public_metrics,
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 

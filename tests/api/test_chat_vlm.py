@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import lzma
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from safetensors.torch import load
 
 from polyseek.api.app import ServerSettings, create_app
@@ -112,6 +114,31 @@ def test_bad_images_are_clear_4xx(vlm_url, url, status, words):
     detail = response.json()["detail"][0]
     assert detail["loc"] == ["body", "messages", 0, "content", 0]
     assert words in detail["msg"]
+
+
+def encoded(image_format: str) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, image_format)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(("declared", "image_format", "actual"), [
+    ("image/png", "JPEG", "JPEG"), ("image/gif", "PNG", "PNG"), ("image/webp", "GIF", "GIF"),
+])
+def test_a_data_uri_whose_type_contradicts_its_bytes_is_422(vlm_url, declared, image_format,
+                                                            actual):
+    uri = f"data:{declared};base64,{encoded(image_format)}"
+    response = ask(vlm_url, [image_part(uri), {"type": "text", "text": "x"}])
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert f"declared type {declared} does not match the data, which is {actual}" in message
+
+
+@pytest.mark.parametrize("declared", ["image/jpeg", "image/jpg", "", "application/octet-stream"])
+def test_a_data_uri_typed_right_or_untyped_is_read(vlm_url, declared):
+    uri = f"data:{declared};base64,{encoded('JPEG')}"
+    response = ask(vlm_url, [image_part(uri), {"type": "text", "text": "x"}], max_tokens=1)
+    assert response.status_code == 200, response.text
 
 
 def test_too_many_images_is_422(vlm_url):

@@ -238,4 +238,4 @@ def test_model_card_by_name(client):
     assert card["id"] == DEFAULT_MODEL and card["status"] == "ready"
     assert card["capabilities"]["min_dim"] == 32
     missing = client.get("/v1/models/nope")
-    assert missing.status_code == 400 and DEFAULT_MODEL in missing.json()["error"]["message"]
+    assert missing.status_code == 404 and DEFAULT_MODEL in missing.json()["error"]["message"]

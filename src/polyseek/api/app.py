@@ -6,16 +6,21 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from polyseek import __version__
 from polyseek.api import chat, embeddings, models, rerank, search, web
-from polyseek.api.auth import require_api_key
+from polyseek.api.auth import has_valid_key, key_guard
+from polyseek.api.chat_schemas import exact_seed_bounds
+from polyseek.api.docs import docs_router
 from polyseek.api.errors import error_response, install_error_handlers
 from polyseek.api.middleware import BodySizeLimit, PrometheusMiddleware, UnexpectedErrors
+from polyseek.api.schemas import UNAUTHORIZED, error_responses
 from polyseek.client import Advertisement, find_server
 from polyseek.inputs.images import ImageLimits
 from polyseek.runtime.batcher import BatchLimits
@@ -38,6 +43,14 @@ class ServerSettings:
     # the base URL the CLI reaches this server at, advertised in the embedded store's
     # directory while the server runs (`polyseek serve` sets it; see polyseek.client)
     advertise_url: str | None = None
+    public_docs: bool = False  # with api_keys: /docs, /redoc and /openapi.json need no key
+    public_metrics: bool = False  # with api_keys: /metrics needs no key
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    models: list[str] | None = Field(
+        None, description="the served models; only with a valid key when keys are set")
 
 
 def create_app(settings: ServerSettings | None = None,
@@ -59,7 +72,9 @@ def create_app(settings: ServerSettings | None = None,
             if advert:
                 advert.close()
 
-    app = FastAPI(title="polyseek", version=__version__, lifespan=lifespan)
+    # the docs routes are ours (docs.py): assets served locally, and behind the key when set
+    app = FastAPI(title="polyseek", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
@@ -67,25 +82,46 @@ def create_app(settings: ServerSettings | None = None,
     app.state.store = search.StoreHolder(settings.data_dir, settings.qdrant_url)
     install_error_handlers(app)
 
+    def openapi() -> dict:  # FastAPI's document, plus the schemas of the chat event stream
+        if app.openapi_schema is None:
+            document = FastAPI.openapi(app)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in chat.stream_schemas().items():
+                components.setdefault(name, schema)
+            exact_seed_bounds(document)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    keys = settings.api_keys
     for router in (embeddings.router, rerank.router, chat.router, models.router,
                    search.router):
-        app.include_router(router, dependencies=[Depends(require_api_key)])
+        app.include_router(router, dependencies=key_guard(keys),
+                           responses=UNAUTHORIZED if keys else None)
 
     app.include_router(web.router)  # the page itself is public; its fetches send the key
+    app.include_router(docs_router(key_guard(keys, settings.public_docs)))
 
-    @app.get("/health")
-    async def health() -> Response:
+    @app.get("/health", response_model=Health, response_model_exclude_none=True,
+             responses=error_responses(503, e503="a model is loading or failed to load"))
+    async def health(request: Request) -> Response:
+        """Open to all; without a valid key (when keys are set) it names no models."""
+        named = has_valid_key(request)
         loading = [n for n, e in registry.entries.items() if e.state == "loading"]
         failed = {n: e.error for n, e in registry.entries.items() if e.state == "failed"}
         if failed:
             names = ", ".join(f"{n} ({err})" for n, err in failed.items())
-            return error_response(503, f"Model failed to load: {names}", "model_failed")
+            return error_response(503, f"Model failed to load: {names}" if named else
+                                  "A model failed to load", "model_failed")
         if loading:
-            message = f"Model is loading, please retry in a few seconds: {', '.join(loading)}"
-            return error_response(503, message, "model_loading")
-        return JSONResponse({"status": "ok", "models": registry.names})
+            message = "Model is loading, please retry in a few seconds"
+            return error_response(503, f"{message}: {', '.join(loading)}" if named else message,
+                                  "model_loading")
+        return JSONResponse({"status": "ok", "models": registry.names} if named else
+                            {"status": "ok"})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False,
+             dependencies=key_guard(keys, settings.public_metrics))
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

@@ -11,16 +11,18 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from PIL import Image
+from pydantic.json_schema import models_json_schema
 
 from polyseek.api.chat_schemas import (
     AssistantMessage,
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
     CompletionUsage,
     ImagePart,
 )
-from polyseek.api.schemas import ERROR_RESPONSES
+from polyseek.api.schemas import MODEL_ERRORS
 from polyseek.errors import InvalidInput
 from polyseek.inputs.images import ImageLimits
 from polyseek.inputs.items import ImageItem
@@ -59,7 +61,35 @@ def usage_of(delta: TextDelta) -> CompletionUsage:
                            total_tokens=delta.prompt_tokens + delta.completion_tokens)
 
 
-@router.post("/chat/completions", response_model=ChatCompletion, responses=ERROR_RESPONSES)
+# Each server-sent event (OpenAPI 3.1 has no stream keyword: `schema` describes one event, as
+# 3.2's `itemSchema` does): its `data` is a chunk, an error that ended the stream, or [DONE].
+STREAM_EVENT = {
+    "type": "object",
+    "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"},
+        {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
+            {"$ref": "#/components/schemas/ChatCompletionChunk"},
+            {"$ref": "#/components/schemas/ErrorResponse"}]}},
+    ]}},
+    "required": ["data"],
+}
+STREAM_RESPONSE = {
+    "description": "the completion; with `stream: true`, server-sent events instead: "
+    "`data: {chat.completion.chunk}` (a role delta, content deltas, the finish reason, the "
+    "usage with stream_options.include_usage), then `data: [DONE]`",
+    "content": {"text/event-stream": {"schema": STREAM_EVENT}},
+}
+
+
+def stream_schemas() -> dict[str, dict]:
+    """The components STREAM_EVENT refers to, for the app's OpenAPI document."""
+    _, top = models_json_schema([(ChatCompletionChunk, "serialization")],
+                                ref_template="#/components/schemas/{model}")
+    return top["$defs"]
+
+
+@router.post("/chat/completions", response_model=ChatCompletion,
+             responses={200: STREAM_RESPONSE, **MODEL_ERRORS})
 async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     engine = request.app.state.registry.chat_engine(body.model)
     context = engine.capabilities.max_tokens

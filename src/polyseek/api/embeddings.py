@@ -6,7 +6,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from polyseek.api.schemas import ERROR_RESPONSES, EmbeddingsRequest, EmbeddingsResponse
+from polyseek.api.schemas import MODEL_ERRORS, EmbeddingsRequest, EmbeddingsResponse
 from polyseek.errors import InputTooLarge
 from polyseek.runtime.encoding import encode_embedding
 from polyseek.runtime.inputs import model_inputs
@@ -24,13 +24,13 @@ class NumpyJSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=MODEL_ERRORS)
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     registry: ModelRegistry = request.app.state.registry
     engine = registry.embedding_engine(body.model)
     settings = request.app.state.settings
-    if len(body.input) > settings.max_inputs:
-        raise InputTooLarge(f"{len(body.input)} inputs; at most {settings.max_inputs} per "
+    if len(body.inputs()) > settings.max_inputs:
+        raise InputTooLarge(f"{len(body.inputs())} inputs; at most {settings.max_inputs} per "
                             f"request")
     inputs = await model_inputs(body.items(), settings.image_limits, body.model,
                                 engine.capabilities.modalities)

@@ -62,13 +62,36 @@ async def _polyseek_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's "error parsing the body": a JSON body that is not UTF-8 text
+        detail = [{"type": "json_invalid", "loc": ["body"],
+                   "msg": f"invalid JSON: the body is not UTF-8 text ({exc.__cause__})"}]
+        return JSONResponse({"detail": detail}, status_code=422)
     kind = _HTTP_TYPES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, str(exc.detail), kind, exc.headers)
 
 
+def json_error_message(doc: str | bytes, pos: int, reason: str) -> str:
+    """Where a JSON body stops parsing and why, e.g. "invalid JSON at line 1, column 9
+    (character 8): Expecting ',' delimiter, at '}'"."""
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else str(doc)
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    found = text[pos:pos + 20]
+    where = f", at {found!r}" if found else ", at the end of the body"
+    return f"invalid JSON at line {line}, column {column} (character {pos}): {reason}{where}"
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
+    detail = []
+    for e in exc.errors():
+        item = {k: v for k, v in e.items() if k in ("type", "loc", "msg")}
+        if e.get("type") == "json_invalid" and isinstance(exc.body, str | bytes):
+            pos = e["loc"][-1] if isinstance(e["loc"][-1], int) else 0
+            reason = e.get("ctx", {}).get("error", "not JSON")
+            item["msg"] = json_error_message(exc.body, pos, reason)
+        detail.append(item)
     return JSONResponse({"detail": detail}, status_code=422)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from polyseek.api.schemas import ModelCard, ModelList
+from polyseek.api.errors import error_response
+from polyseek.api.schemas import ErrorResponse, ModelCard, ModelList
+from polyseek.errors import UnknownModel
 from polyseek.runtime.registry import ModelEntry, ModelRegistry
 
 router = APIRouter(prefix="/v1")
@@ -27,7 +29,12 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[model_card(e, created) for e in registry.entries.values()])
 
 
-@router.get("/models/{name}", response_model=ModelCard)
-async def get_model(name: str, request: Request) -> ModelCard:
+@router.get("/models/{name}", response_model=ModelCard, responses={
+    404: {"model": ErrorResponse, "description": "no model of that name is served"}})
+async def get_model(name: str, request: Request):
     registry: ModelRegistry = request.app.state.registry
-    return model_card(registry.entry(name), request.app.state.started)
+    try:
+        entry = registry.entry(name)
+    except UnknownModel as exc:  # a missing resource here, as OpenAI answers it
+        return error_response(404, str(exc), "model_not_found")
+    return model_card(entry, request.app.state.started)

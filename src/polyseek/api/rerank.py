@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from polyseek.api.schemas import (
-    ERROR_RESPONSES,
+    MODEL_ERRORS,
     RerankRequest,
     RerankResponse,
     RerankResult,
@@ -20,7 +20,7 @@ from polyseek.runtime.rerank import rerank
 router = APIRouter(prefix="/v1")
 
 
-@router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES,
+@router.post("/rerank", response_model=RerankResponse, responses=MODEL_ERRORS,
              response_model_exclude_none=True)
 async def create_rerank(body: RerankRequest, request: Request) -> RerankResponse:
     engine = request.app.state.registry.rerank_engine(body.model)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from polyseek.inputs.items import ImageItem, Item, TextItem, is_image_string
 from polyseek.runtime.encoding import EmbeddingType
 
 
-def _encodable(text: str) -> str:
+def encodable(text: str) -> str:
     """`text` if it is valid Unicode (a JSON escape can carry a lone surrogate)."""
     try:
         text.encode("utf-8")
@@ -20,27 +28,46 @@ def _encodable(text: str) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(_encodable)]  # every text a request carries to a model
+def integral(value: Any) -> Any:
+    """A float with no fraction as the int it is: JSON Schema's `integer` takes 3.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-class _Strict(BaseModel):
+# every text a request carries to a model (string constraints go before the validator, or
+# the JSON schema loses them)
+Text = Annotated[str, AfterValidator(encodable)]
+NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(encodable)]
+ImageRef = Annotated[str, Field(min_length=1)]
+# integer bounds go before the validator too (after it, the schema says "ge", not "minimum")
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(integral)]
+
+
+class RequestModel(BaseModel):
+    """A request body, validated as its JSON schema reads: no coercion of "1" to 1 or of 0 to
+    false (strict), integral numbers are integers, no NaN or infinities."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class _Strict(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class TextInput(_Strict):
-    text: Text
+    text: NonEmptyText
 
 
 class ImageInput(_Strict):
-    image: str = Field(description="http(s) URL, data URI or base64 image bytes")
+    image: ImageRef = Field(description="http(s) URL, data URI or base64 image bytes; a data "
+                            "URI's image type must match the bytes")
 
 
 class UrlInput(_Strict):
-    url: str = Field(description="http(s) URL of an image")
+    url: ImageRef = Field(description="http(s) URL of an image")
 
 
 class BytesInput(_Strict):
-    bytes: str = Field(description="base64 image bytes")
+    bytes: ImageRef = Field(description="base64 image bytes")
 
 
 InputObject = TextInput | ImageInput | UrlInput | BytesInput
@@ -69,18 +96,25 @@ def _check_text(text: Any, index: int) -> None:
         raise ValueError(f"input[{index}] is not valid Unicode ({exc.reason})") from None
 
 
-class EmbeddingsRequest(BaseModel):
+InputValue = NonEmptyText | InputObject
+
+
+class EmbeddingsRequest(RequestModel):
     """Jina's embeddings request; OpenAI's (input, model, dimensions, encoding_format) fits it."""
 
-    model: str
-    input: list[str | InputObject] = Field(
-        description="a string, an object, or a list of strings and objects"
+    model: str = Field(description="a served embedding model (GET /v1/models)")
+    # a single string or object is taken as a list of one (the before-validator below)
+    input: Annotated[list[InputValue], Field(min_length=1)] | InputValue = Field(
+        description="a string, an object, or a non-empty list of strings and objects; "
+        "strings that are data:image/... URIs are images"
     )
-    task: str | None = None
-    dimensions: int | None = Field(None, ge=1, description="Matryoshka truncation")
-    embedding_type: EmbeddingType | list[EmbeddingType] = Field(
+    task: str | None = Field(None, description="one of the model's tasks (GET /v1/models)")
+    dimensions: PositiveInt | None = Field(None, description="Matryoshka truncation, at most "
+                                   "the model's dimension")
+    embedding_type: EmbeddingType | Annotated[list[EmbeddingType], Field(min_length=1)] = Field(
         "float",
         validation_alias=AliasChoices("embedding_type", "encoding_type", "encoding_format"),
+        description="also accepted as encoding_type or encoding_format; a list returns each",
     )
     normalized: bool = Field(True, description="L2-normalise (after truncation)")
     truncate: bool = Field(False, description="cut inputs over the context instead of failing")
@@ -102,15 +136,19 @@ class EmbeddingsRequest(BaseModel):
                 _check_text(v.get("text") if isinstance(v, dict) else v, i)
         return value
 
-    @field_validator("embedding_type")
+    @field_validator("embedding_type", mode="before")
     @classmethod
     def _nonempty_types(cls, value: Any) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("embedding_type list must not be empty")
         return value
 
+    def inputs(self) -> list[str | InputObject]:
+        """`input` as a list (a single value was made a list of one when validated)."""
+        return self.input if isinstance(self.input, list) else [self.input]
+
     def items(self) -> list[Item]:
-        return [to_item(v) for v in self.input]
+        return [to_item(v) for v in self.inputs()]
 
 
 EncodedVector = list[float] | list[int] | str
@@ -163,36 +201,56 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERROR_RESPONSES: dict[int | str, dict] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in [
-        (400, "unknown model"),
-        (401, "missing or invalid API key"),
-        (404, "no such collection or thumbnail"),
-        (409, "the embedded store is in use by another process"),
-        (413, "too many inputs, an input over the context, or an over-size body"),
-        (429, "queue full; retry after the Retry-After seconds"),
-        (503, "model loading or failed to load, or the store cannot be opened"),
-    ]
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "string"}}}
+# what each error status means on most routes; a route can say it more precisely
+_ERRORS: dict[int, str] = {
+    400: "unknown model, or a model that does not serve this route",
+    401: "missing or invalid API key",
+    404: "no such resource",
+    409: "the embedded store is in use by another process",
+    413: "too many inputs, an input over the model's context, an image over the limits, or "
+         "a body over --max-body-mb",
+    429: "queue full; retry after the Retry-After seconds",
+    503: "model loading or failed to load, or the store cannot be opened",
 }
 
 
-RerankItem = Text | TextInput | ImageInput
+def error_responses(*statuses: int, **described: str) -> dict[int | str, dict]:
+    """OpenAPI `responses` for the error statuses a route returns, in the error shape; a
+    keyword `e404="..."` describes that status for the route. 422 (the validation shape) is
+    added by FastAPI to every route that takes parameters or a body."""
+    wanted = {*statuses, *(int(k[1:]) for k in described)}
+    out: dict[int | str, dict] = {}
+    for status in sorted(wanted):
+        out[status] = {"model": ErrorResponse,
+                       "description": described.get(f"e{status}", _ERRORS[status])}
+        if status in (429, 503):
+            out[status]["headers"] = RETRY_AFTER
+    return out
 
 
-class RerankRequest(BaseModel):
+# the statuses every model route can return: unknown model, too large, overloaded, loading
+MODEL_ERRORS = error_responses(400, 413, 429, 503)
+UNAUTHORIZED = error_responses(401)
+
+
+RerankItem = NonEmptyText | TextInput | ImageInput
+
+
+class RerankRequest(RequestModel):
     """Jina's rerank request."""
 
-    model: str
+    model: str = Field(description="a served model that can rerank (GET /v1/models)")
     query: RerankItem
     documents: list[RerankItem] = Field(min_length=1)
-    top_n: int | None = Field(None, ge=1, description="null: all documents")
+    top_n: PositiveInt | None = Field(None, description="null: all documents")
     return_documents: bool = True
 
-    @field_validator("query")
+    @field_validator("query", mode="before")
     @classmethod
     def _query_not_empty(cls, value: Any) -> Any:
-        if value == "" or (isinstance(value, TextInput) and not value.text):
+        if value == "" or (isinstance(value, dict) and value.get("text") == ""):
             raise ValueError("query must not be empty")
         return value
 

@@ -12,22 +12,37 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
+    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    StringConstraints,
     field_validator,
+    model_validator,
 )
 from starlette.exceptions import HTTPException
 
-from polyseek.api.schemas import ERROR_RESPONSES, ImageInput, Text, TextInput, to_item
+from polyseek.api.schemas import (
+    ImageInput,
+    NonEmptyText,
+    RequestModel,
+    TextInput,
+    encodable,
+    error_responses,
+    integral,
+    to_item,
+)
 from polyseek.errors import InputTooLarge
 from polyseek.retrieval import (
     CollectionNotFound,
@@ -39,8 +54,11 @@ from polyseek.retrieval import (
     open_store,
     search_async,
 )
+from polyseek.retrieval.bm25 import LANGUAGES
 from polyseek.retrieval.encoders import EngineEncoder, EngineScorer
+from polyseek.retrieval.filters import FIELDS, METADATA_KEY
 from polyseek.retrieval.search import DEFAULT_FUSION, DEFAULT_MODE, Fusion, Mode
+from polyseek.retrieval.store import COLLECTION_NAME, check_collection_name
 from polyseek.runtime.inputs import model_inputs, refuse_images
 
 router = APIRouter(prefix="/v1")
@@ -48,67 +66,158 @@ router = APIRouter(prefix="/v1")
 
 MetadataValue = (StrictStr | StrictInt | StrictFloat | StrictBool | list[StrictStr]
                  | list[StrictInt] | list[StrictFloat] | list[StrictBool])
+# the names a filter can reach as metadata.NAME (filters.METADATA_KEY), and the store can index
+MetadataName = Annotated[str, StringConstraints(pattern=r"^[\w-]{1,64}$")]
+Metadata = Annotated[dict[MetadataName, MetadataValue],
+                     Field(json_schema_extra={"additionalProperties": False})]
+# a search query: more than whitespace (str.strip's whitespace: Python's \s)
+QueryString = Annotated[str, Field(pattern=r"\S"), AfterValidator(encodable)]
+# a collection name as the store takes it (not "." or ".."); Python's regex engine, the one the
+# store checks with, so that the schema, the request check and the store agree on \w
+COLLECTION_PATTERN = f"^{COLLECTION_NAME.pattern}$"
+Language = Literal[LANGUAGES]  # type: ignore[valid-type]
+_PYTHON_RE = ConfigDict(regex_engine="python-re")  # \w and \s as the store and str.strip
 
 
-class IndexDocument(BaseModel):
-    id: Text = Field(min_length=1, description="stable document id; re-sending it replaces it")
-    text: Text = Field(min_length=1)
-    metadata: dict[str, MetadataValue] | None = Field(
+class IndexDocument(RequestModel):
+    model_config = _PYTHON_RE
+
+    id: NonEmptyText = Field(description="stable document id; re-sending it replaces it")
+    text: NonEmptyText = Field(description="blank text (only whitespace, NUL or BOM) is "
+                               "reported in `errors`, not indexed")
+    metadata: Metadata | None = Field(
         None, description="fields to filter on in /v1/search, as metadata.NAME: strings, "
         "numbers, booleans or lists of them")
 
 
-class IndexRequest(BaseModel):
-    collection: str = Field(min_length=1, max_length=128, pattern=r"^[\w.-]+$")
+class IndexRequest(RequestModel):
+    model_config = _PYTHON_RE
+
+    collection: str = Field(pattern=COLLECTION_PATTERN)
     model: str = Field(description="a served embedding model")
-    documents: list[IndexDocument] = Field(min_length=1)
-    language: str | None = Field(
+    documents: list[IndexDocument] = Field(min_length=1, description="at most --max-inputs "
+                                           "(413 above)")
+    language: Language | None = Field(
         None, description="BM25 language of a new collection: english (default), swedish, "
-        "german, ... or multilingual (no stemming; any script)")
+        "german, ... or multilingual (no stemming; any script); case-insensitive")
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value
 
 
-class FilterRange(BaseModel):
+class IndexFailure(BaseModel):
+    path: str = Field(description="the document id")
+    error: str
+
+
+class IndexResponse(BaseModel):
+    """What the run did (IndexSummary.as_dict)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    collection: str
+    files: int = Field(description="documents received")
+    indexed: int
+    unchanged: int
+    removed: int
+    embedded: int = Field(description="chunks sent through the model")
+    deleted_points: int
+    points: int = Field(description="points in the collection now")
+    errors: list[IndexFailure]
+
+
+def _one_of_set(names: tuple[str, ...], exactly: bool) -> dict:
+    """JSON Schema for "exactly one (or at least one) of `names` is given and not null"."""
+    given = [{"required": [n], "properties": {n: {"not": {"type": "null"}}}} for n in names]
+    return {"oneOf" if exactly else "anyOf": given}
+
+
+class FilterRange(RequestModel):
+    """At least one bound (filters.Condition checks it)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_set(("gt", "gte", "lt", "lte"), False))
+
     gt: float | None = None
     gte: float | None = None
     lt: float | None = None
     lte: float | None = None
 
 
-class FilterCondition(BaseModel):
-    """A payload field and exactly one test on it."""
+_TESTS = ("match", "any", "range", "prefix")
+_NUMERIC = [k for k, kind in FIELDS.items() if kind != "keyword"]
 
-    key: str = Field(description="extension, mime, size, modified, page, path or "
+
+class FilterCondition(RequestModel):
+    """A payload field and exactly one test on it (filters.Condition checks it)."""
+
+    model_config = ConfigDict(regex_engine="python-re", json_schema_extra={
+        **_one_of_set(_TESTS, True),
+        # prefix applies to text fields only
+        "if": {"required": ["prefix"], "properties": {"prefix": {"type": "string"}}},
+        "then": {"properties": {"key": {"not": {"enum": _NUMERIC}}}},
+    })
+
+    key: str = Field(pattern=rf"^({'|'.join(FIELDS)}|{METADATA_KEY.pattern})$",
+                     description="extension, mime, size, modified, page, path or "
                      "metadata.NAME")
     match: StrictStr | StrictInt | StrictFloat | StrictBool | None = Field(
         None, description="equals")
-    any: list[StrictStr] | list[StrictInt] | None = Field(None, description="equals one of")
+    any: Annotated[list[StrictStr], Field(min_length=1)] | Annotated[
+        list[StrictInt], Field(min_length=1)] | None = Field(None, description="equals one of")
     range: FilterRange | None = None
     prefix: str | None = Field(None, description="starts with (text fields, e.g. path)")
+
+    @model_validator(mode="after")
+    def _one_test(self):
+        self.condition()  # Condition's checks (an InvalidInput is a ValueError: a 422 here)
+        return self
 
     def condition(self) -> Condition:
         return Condition(self.key, self.match, tuple(self.any) if self.any else self.any,
                          Range(**self.range.model_dump()) if self.range else None, self.prefix)
 
 
-class SearchRequest(BaseModel):
-    collection: str = Field(min_length=1)
-    query: Text | TextInput | ImageInput
-    top_k: int = Field(10, ge=1, le=1000)
+class QueryText(TextInput):
+    model_config = _PYTHON_RE
+
+    text: QueryString
+
+
+class SearchRequest(RequestModel):
+    model_config = _PYTHON_RE
+
+    collection: str = Field(pattern=COLLECTION_PATTERN)
+    query: QueryString | QueryText | ImageInput = Field(
+        description="text with more than whitespace, or an image for a model that takes them")
+    top_k: Annotated[int, Field(ge=1, le=1000), BeforeValidator(integral)] = 10
     mode: Mode = Field(DEFAULT_MODE, description="dense (embeddings), sparse (BM25) or "
                        "hybrid (both lists, fused)")
     fusion: Fusion = Field(DEFAULT_FUSION, description="hybrid: rrf (reciprocal rank) or "
                            "dbsf (distribution-based score fusion)")
-    weights: tuple[float, float] | None = Field(
-        None, description="hybrid: weights of the dense and the sparse list [default 1, 1]")
+    # bounded: dbsf sums weight * [0, 1] per list, and 2 * 1.8e308 is inf (a null score)
+    weights: Annotated[list[Annotated[float, Field(ge=0, le=1000)]], Field(
+        min_length=2, max_length=2, json_schema_extra={"contains": {"exclusiveMinimum": 0}},
+    )] | None = Field(None, description="hybrid: weights of the dense and the sparse list, "
+                      "each 0 to 1000, not both 0 [default 1, 1]")
     filters: list[FilterCondition] = Field([], description="conditions every hit meets")
     rerank: str | None = Field(None, description="a served model that can rerank")
     explain: bool = False
 
-    @field_validator("query")
+    @field_validator("weights")
+    @classmethod
+    def _some_weight(cls, value):
+        if value is not None and not any(value):
+            raise ValueError("weights: two non-negative numbers (dense, sparse), not both 0")
+        return value
+
+    @field_validator("query", mode="before")
     @classmethod
     def _query_has_text(cls, value):
-        text = value if isinstance(value, str) else getattr(value, "text", None)
-        if text is not None and not text.strip():
+        text = value if isinstance(value, str) else (
+            value.get("text") if isinstance(value, dict) else None)
+        if isinstance(text, str) and not text.strip():
             raise ValueError("query must not be empty")
         return value
 
@@ -185,7 +294,12 @@ class StoreHolder:
                 self._store = None
 
 
-@router.post("/index", responses=ERROR_RESPONSES)
+STORE_ERRORS = error_responses(409, 503, e503="the store cannot be opened")
+
+
+@router.post("/index", response_model=IndexResponse, responses=error_responses(
+    400, 409, 413, 429, 503, e400="unknown model, not an embedding model, or not the model "
+    "that built the collection"))
 async def create_index(body: IndexRequest, request: Request) -> dict:
     limit = request.app.state.settings.max_inputs
     if len(body.documents) > limit:
@@ -199,7 +313,9 @@ async def create_index(body: IndexRequest, request: Request) -> dict:
     return summary.as_dict()
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+@router.post("/search", response_model=SearchResponse, responses=error_responses(
+    400, 404, 409, 413, 429, 503, e400="the collection's model or the reranker is not served, "
+    "or cannot embed or rerank", e404="no such collection", e413="an image over the limits"))
 async def create_search(body: SearchRequest, request: Request) -> SearchResponse:
     registry, store = request.app.state.registry, request.app.state.store
     spec = await store.run(Store.spec, body.collection)
@@ -230,7 +346,7 @@ def _collection_infos(store: Store) -> list[CollectionInfo]:
     return infos
 
 
-@router.get("/collections", response_model=CollectionList, responses=ERROR_RESPONSES)
+@router.get("/collections", response_model=CollectionList, responses=STORE_ERRORS)
 async def list_collections(request: Request) -> CollectionList:
     """The store's collections, each with the model that built it and its point count."""
     return CollectionList(data=await request.app.state.store.run(_collection_infos))
@@ -241,14 +357,24 @@ def _delete_collection(store: Store, name: str) -> None:
         raise CollectionNotFound(f"no collection {name!r}")
 
 
-@router.delete("/collections/{name}", status_code=204, responses=ERROR_RESPONSES)
-async def delete_collection(name: str, request: Request) -> None:
+# a path parameter is checked in the route (the store's own check), so its pattern is only
+# stated in the schema: FastAPI would compile it with pydantic's default engine, which has no
+# look-ahead and a different \w
+CollectionName = Annotated[str, PathParam(json_schema_extra={"pattern": COLLECTION_PATTERN})]
+
+
+@router.delete("/collections/{name}", status_code=204, responses={
+    **error_responses(404, e404="no such collection"), **STORE_ERRORS})
+async def delete_collection(name: CollectionName, request: Request) -> None:
     """Delete a collection and its points."""
+    check_collection_name(name)
     await request.app.state.store.run(_delete_collection, name)
 
 
-@router.get("/thumbnails/{name}", responses=ERROR_RESPONSES,
-            response_class=FileResponse)
+@router.get("/thumbnails/{name}", response_class=FileResponse, responses={
+    200: {"description": "a JPEG preview",
+          "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+    **error_responses(404, e404="no such thumbnail"), **STORE_ERRORS})
 async def get_thumbnail(name: str, request: Request) -> FileResponse:
     """The preview of an indexed image or PDF page, as named in a search hit."""
     path = await request.app.state.store.run(Store.thumbnail_path, name)

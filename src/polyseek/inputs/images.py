@@ -11,7 +11,9 @@ the caller allows it), raw bytes, or an already-open `PIL.Image.Image`. Every pa
 * the pixel count is read from the header and checked before any raster is decoded
   (decompression bombs); PIL's own process-wide `Image.MAX_IMAGE_PIXELS` check stays on as
   a backstop and its `DecompressionBombError` is reported like ours;
-* only common web/camera formats are decoded.
+* only common web/camera formats are decoded;
+* a data URI's declared image type must match the bytes (`data:image/png` holding a JPEG is
+  refused: a client that mislabels its data may have sent the wrong data).
 
 Bad input raises `InvalidInput` (HTTP 422); input over a limit raises `InputTooLarge` (413).
 """
@@ -84,6 +86,20 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()
 
+# a data URI's declared type -> the PIL formats its bytes may be; types that say nothing about
+# the format (none, image/*, application/octet-stream) are not checked
+_MIME_FORMATS: dict[str, frozenset[str]] = {
+    mime: frozenset(formats) for formats, mimes in [
+        (("PNG",), ("image/png", "image/x-png", "image/apng")),
+        (("JPEG", "MPO"), ("image/jpeg", "image/jpg", "image/pjpeg", "image/mpo")),
+        (("GIF",), ("image/gif",)),
+        (("WEBP",), ("image/webp",)),
+        (("BMP",), ("image/bmp", "image/x-bmp", "image/x-ms-bmp")),
+        (("TIFF",), ("image/tiff", "image/tif")),
+        (("AVIF",), ("image/avif",)),
+    ] for mime in mimes
+}
+_UNTYPED = frozenset({"", "image", "image/*", "application/octet-stream"})
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_\-\s]+=*\s*")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -111,8 +127,9 @@ def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Ima
         return decode_image_bytes(bytes(source), limits)
     if isinstance(source, str):
         data, origin = _read_reference(source, limits)
+        declared = data_uri_type(source) if source.strip()[:5].lower() == "data:" else None
         try:
-            return decode_image_bytes(data, limits)
+            return decode_image_bytes(data, limits, declared)
         except InvalidInput as error:
             raise InvalidInput(f"{origin}: {error}") from None
     kind = type(source).__name__
@@ -157,6 +174,22 @@ def decode_data_uri(uri: str, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> byte
     data = urllib.parse.unquote_to_bytes(payload)
     _check_byte_size(len(data), max_bytes)
     return data
+
+
+def data_uri_type(uri: str) -> str:
+    """The media type a `data:` URI declares, lower-cased ("" when it declares none)."""
+    header = uri.strip().partition(",")[0]
+    return header[5:].split(";")[0].strip().lower()
+
+
+def check_declared_type(declared: str | None, image_format: str | None) -> None:
+    """Refuse bytes of one format sent under another format's media type."""
+    if declared is None or declared in _UNTYPED:
+        return
+    if image_format not in _MIME_FORMATS.get(declared, frozenset()):
+        actual = Image.MIME.get(image_format or "", image_format or "unknown")
+        raise InvalidInput(f"declared type {declared} does not match the data, which is "
+                           f"{image_format} ({actual})")
 
 
 def decode_base64(text: str, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
@@ -395,8 +428,10 @@ def _fetch_error(url: str, reason: str) -> InvalidInput:
 # --- decoding ------------------------------------------------------------------------------
 
 
-def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
-    """Decode encoded image bytes to upright RGB, refusing bombs before decoding pixels."""
+def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS,
+                       declared: str | None = None) -> Image.Image:
+    """Decode encoded image bytes to upright RGB, refusing bombs before decoding pixels;
+    `declared`: the media type the bytes came with (a data URI's), checked against them."""
     _check_byte_size(len(data), limits.max_bytes)
     if not data:
         raise InvalidInput("image data is empty")
@@ -409,6 +444,7 @@ def decode_image_bytes(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Ima
         raise InvalidInput(f"not a supported image (accepted formats: {accepted})") from None
     except Exception as error:  # PIL plugins raise many types on malformed headers
         raise InvalidInput(f"corrupt image header: {error}") from None
+    check_declared_type(declared, image.format)
     return normalize_image(image, limits)
 
 

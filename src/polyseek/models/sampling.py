@@ -32,7 +32,10 @@ def next_tokens(logits: Tensor, params: SamplingParams,
     """logits [B, V] -> token ids [B]: greedy at temperature 0, else nucleus sampling."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    # shifted so the best logit is 0, in float64: a tiny temperature (5e-324) sends the others
+    # to -inf instead of overflowing (inf / inf is NaN) or rounding to a zero divisor
+    shifted = logits.double() - logits.double().amax(dim=-1, keepdim=True)
+    probs = torch.softmax(shifted / params.temperature, dim=-1)
     if params.top_p < 1:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of strictly better tokens

@@ -302,7 +302,8 @@ def write_points(key: str, digest: str, points: list[Point] | None, collection: 
     else:
         store.upsert(collection, points)
         result = FileResult(key, "indexed", len(points))
-    # a chunk the new version shares with an old one has the same id: it is the new point now
+    # a chunk the new version shares with an old one (a document whose metadata alone changed:
+    # all of them) has the same id: it is the new point now, not stale
     written = {p.id for p in points or ()}
     stale = [i for d, version in stored.get(key, {}).items() if d != digest
              for i in version.ids if i not in written]
