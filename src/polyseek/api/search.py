@@ -53,7 +53,8 @@ class IndexRequest(BaseModel):
     documents: list[IndexDocument] = Field(min_length=1)
     language: str | None = Field(
         None, description="BM25 language of a new collection: english (default), swedish, "
-        "german, ... or multilingual (no stemming; any script)")
+        "german, ... or multilingual (no stemming; any script). A mixed corpus: its main "
+        "language")
 
 
 class FilterRange(BaseModel):
