@@ -323,7 +323,8 @@ def index(
         "--model", "-m", help="NAME=SOURCE or SOURCE (default: the bundled e5)")] = None,
     language: Annotated[str | None, typer.Option(
         help="BM25 stemming and stop words of a new collection: english (default), swedish, "
-        "german, ... or multilingual (no stemming; any script)")] = None,
+        "german, ... or multilingual (no stemming; any script). A mixed corpus: its main "
+        "language")] = None,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -389,7 +390,8 @@ def search(
     collection: Annotated[str, typer.Option(help="collection name")],
     top_k: Annotated[int, typer.Option("--top-k", help="results to return")] = 10,
     mode: Annotated[str, typer.Option(
-        help="dense (embeddings), sparse (BM25) or hybrid (both, fused)")] = "hybrid",
+        help="dense (embeddings; measured best with the default model), sparse (BM25) or "
+        "hybrid (both, fused)")] = "dense",
     fusion: Annotated[str, typer.Option(help="hybrid: rrf (ranks) or dbsf (scores)")] = "rrf",
     weights: Annotated[str | None, typer.Option(
         help="hybrid: dense,sparse list weights, e.g. 1,0.5 [default: 1,1]")] = None,
@@ -644,11 +646,16 @@ def eval_(
         "else 64,128,256)")] = None,
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     top_k: Annotated[int, typer.Option("--top-k", help="results ranked per query")] = 100,
+    language: Annotated[str | None, typer.Option(
+        help="BM25 language of the eval collections (sparse and hybrid search): english, "
+        "swedish, ... or multilingual. Default: the language of most documents' "
+        "metadata.lang, else english (polyseek index's default)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
     plot: Annotated[Path | None, typer.Option(
         help="write a PNG: the Matryoshka curve and the pipeline comparison")] = None,
 ) -> None:
-    """Measure search quality (ranx) and latency of BM25 and every dense pipeline."""
+    """Measure search quality (ranx) and latency of BM25 (bm25s) and every retrieval
+    pipeline: dense variants, the engine's sparse (BM25) and hybrid modes."""
     from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE
 
     specs = [f"{s.name}={s.source}"
@@ -663,7 +670,7 @@ def eval_(
 
     try:
         results = evaluate(data, specs, rerank=rerank, dims=curve or None, split=split,
-                           top_k=top_k, progress=not as_json)
+                           top_k=top_k, language=language, progress=not as_json)
     except (PolyseekError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -63,7 +63,7 @@ def test_changed_document_replaces_its_chunks(url):
 def test_explain_and_rerank(url):
     post(url, "/v1/index", collection="notes", model=DEFAULT_MODEL, documents=DOCUMENTS)
     body = post(url, "/v1/search", collection="notes", query={"text": "baking"}, top_k=1,
-                rerank=DEFAULT_MODEL, explain=True).json()
+                mode="hybrid", rerank=DEFAULT_MODEL, explain=True).json()
     assert [s["name"] for s in body["stages"]] == ["rescore", "sparse", "fusion", "rerank"]
     assert body["mode"] == "hybrid" and body["hits"][0]["path"] == "bread"
 

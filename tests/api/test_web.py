@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from polyseek.api.app import ServerSettings, create_app
+from polyseek.retrieval.search import DEFAULT_MODE
 
 from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
 
@@ -66,6 +67,7 @@ def browser_page():
         "playwright.sync_api", reason="playwright not installed: web page test skipped")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"chromium not installed at {CHROMIUM}: web page test skipped")
+    sync_api.expect.set_options(timeout=60_000)  # a search on a busy 2-core machine
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -113,3 +115,79 @@ def test_page_searches_and_chats(url: str, browser_page, tmp_path: Path) -> None
     expect(page.locator("#chat-log .msg.assistant")).not_to_have_text("", timeout=120_000)
     expect(page.locator("#chat-send")).to_be_enabled(timeout=120_000)
     expect(page.locator("#chat-error")).to_be_empty()
+
+
+def submit_search(page, query: str) -> tuple[dict, dict]:
+    """Search from the page; the JSON body it sent to /v1/search and the one it got back."""
+    page.fill("#query", query)
+    with page.expect_response("**/v1/search") as answer:
+        page.click("#search-btn")
+    assert answer.value.ok, answer.value.text()
+    return answer.value.request.post_data_json, answer.value.json()
+
+
+def ranks_text(ranks: dict) -> str:
+    return " · ".join(f"{k} #{ranks[k]}" if k in ranks else f"{k} –" for k in ("dense", "sparse"))
+
+
+def test_page_search_modes_explain_and_filters(url: str, browser_page) -> None:
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.goto(url)
+    page.wait_for_selector('#collection option[value="web-notes"]', state="attached")
+    page.select_option("#collection", "web-notes")
+    hits, status = page.locator("#results .hit"), page.locator("#search-status")
+    expect(page.locator("#mode")).to_have_value(DEFAULT_MODE)  # the server's default
+
+    # sparse: BM25 finds only the passage with the term; no fusion is sent
+    page.select_option("#mode", "sparse")
+    expect(page.locator("#fusion")).to_be_hidden()
+    sent, got = submit_search(page, "gravitational")
+    assert (sent["mode"], sent["explain"], "fusion" in sent) == ("sparse", False, False)
+    assert got["mode"] == "sparse" and [h["path"] for h in got["hits"]] == ["tides"]
+    expect(status).to_contain_text("1 result from web-notes")
+    expect(status).to_contain_text("sparse")
+    expect(hits).to_have_count(1)
+    expect(hits.first.locator(".path")).to_have_text("tides")
+
+    # dense: the same words rank every passage
+    page.select_option("#mode", "dense")
+    sent, got = submit_search(page, "gravitational")
+    assert sent["mode"] == got["mode"] == "dense" and len(got["hits"]) == 3
+    expect(hits).to_have_count(3)
+    expect(hits.first.locator(".path")).to_have_text("tides")
+
+    # hybrid with explain: each list's candidates, and every hit's rank in both lists
+    page.select_option("#mode", "hybrid")
+    page.select_option("#fusion", "dbsf")
+    page.check("#explain")
+    sent, got = submit_search(page, "gravitational oven")
+    assert (sent["mode"], sent["fusion"], sent["explain"]) == ("hybrid", "dbsf", True)
+    assert [s["name"] for s in got["stages"]] == ["rescore", "sparse", "fusion"]
+    stages = page.locator("#stages .stage")
+    expect(stages).to_have_count(3)
+    sparse = page.locator('#stages .stage[data-stage="sparse"] li .path')
+    expect(sparse).to_have_text(["tides", "bread"])  # only the passages with a query term
+    expect(page.locator('#stages .stage[data-stage="rescore"] li')).to_have_count(3)
+    expect(hits).to_have_count(3)
+    for i, hit in enumerate(got["hits"]):
+        expect(hits.nth(i).locator(".path")).to_have_text(hit["path"])
+        expect(hits.nth(i).locator(".ranks")).to_have_text(ranks_text(hit["ranks"]))
+    chess = next(h for h in got["hits"] if h["path"] == "chess")
+    assert "sparse" not in chess["ranks"]  # in the dense list only: shown as "sparse –"
+
+    # filters: a path (document id) prefix, then an extension no document has
+    page.uncheck("#explain")
+    page.fill("#filter-path", "ch")
+    sent, got = submit_search(page, "gravitational oven")
+    assert sent["filters"] == [{"key": "path", "prefix": "ch"}]
+    assert [h["path"] for h in got["hits"]] == ["chess"]
+    expect(hits).to_have_count(1)
+    expect(page.locator("#stages .stage")).to_have_count(0)
+    expect(hits.first.locator(".ranks")).to_have_count(0)  # ranks only with explain
+    page.fill("#filter-path", "")
+    page.fill("#filter-extension", "md")
+    sent, got = submit_search(page, "gravitational oven")
+    assert sent["filters"] == [{"key": "extension", "match": ".md"}] and got["hits"] == []
+    expect(status).to_contain_text("0 results")

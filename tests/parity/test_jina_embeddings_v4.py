@@ -446,6 +446,7 @@ def test_index_and_search_over_http_encode_each_text_once(checkpoint, tmp_path):
         assert indexed.status_code == 200, indexed.text
         assert (indexed.json()["points"], sequences()) == (2, 2)
         found = httpx.post(f"{url}/v1/search", json={"collection": "v4", "explain": True,
+                                                     "mode": "hybrid",
                                                      "query": PLACEHOLDER_TEXT_B}, timeout=120)
         assert found.status_code == 200, found.text
         assert sequences() == 3

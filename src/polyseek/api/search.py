@@ -99,7 +99,8 @@ class IndexRequest(RequestModel):
                                            "(413 above)")
     language: Language | None = Field(
         None, description="BM25 language of a new collection: english (default), swedish, "
-        "german, ... or multilingual (no stemming; any script); case-insensitive")
+        "german, ... or multilingual (no stemming; any script); case-insensitive. A mixed "
+        "corpus: its main language")
 
     @field_validator("language", mode="before")
     @classmethod

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyseek.errors import PolyseekError
+from polyseek.retrieval.bm25 import LANGUAGES as BM25_LANGUAGES
+from polyseek.retrieval.bm25 import MULTILINGUAL
 
 
 class EvalError(PolyseekError):
@@ -21,6 +24,7 @@ class Dataset:
     queries: dict[str, str]  # query id -> text, only queries judged in the split
     qrels: dict[str, dict[str, int]]  # query id -> doc id -> relevance
     groups: dict[str, str]  # query id -> group (metadata.group or metadata.lang), if any
+    languages: dict[str, int] = field(default_factory=dict)  # corpus metadata.lang: documents
 
 
 def load_dataset(directory: str | Path, split: str = "test") -> Dataset:
@@ -28,13 +32,44 @@ def load_dataset(directory: str | Path, split: str = "test") -> Dataset:
     root = Path(directory)
     if not root.is_dir():
         raise EvalError(f"dataset directory {str(root)!r} not found")
-    corpus = {d["_id"]: _document_text(d) for d in _jsonl(root / "corpus.jsonl")}
+    documents = _jsonl(root / "corpus.jsonl")
+    corpus = {d["_id"]: _document_text(d) for d in documents}
     rows = {q["_id"]: q for q in _jsonl(root / "queries.jsonl")}
     qrels = _qrels(root / "qrels" / f"{split}.tsv")
     _check(qrels, corpus, rows)
     queries = {qid: str(rows[qid]["text"]) for qid in qrels}
     groups = {qid: g for qid in qrels if (g := _group(rows[qid]))}
-    return Dataset(root.resolve().name, corpus, queries, qrels, groups)
+    languages = dict(Counter(str(lang) for d in documents
+                             if (lang := (d.get("metadata") or {}).get("lang"))))
+    return Dataset(root.resolve().name, corpus, queries, qrels, groups, languages)
+
+
+# ISO 639-1 codes of the BM25 languages (polyseek.retrieval.bm25.LANGUAGES)
+ISO_LANGUAGES = {
+    "ar": "arabic", "az": "azerbaijani", "eu": "basque", "bn": "bengali", "ca": "catalan",
+    "zh": "chinese", "da": "danish", "nl": "dutch", "en": "english", "fi": "finnish",
+    "fr": "french", "de": "german", "el": "greek", "he": "hebrew", "hu": "hungarian",
+    "id": "indonesian", "it": "italian", "ja": "japanese", "kk": "kazakh", "ne": "nepali",
+    "no": "norwegian", "nb": "norwegian", "nn": "norwegian", "pt": "portuguese",
+    "ro": "romanian", "ru": "russian", "sl": "slovene", "es": "spanish", "sv": "swedish",
+    "tg": "tajik", "tr": "turkish",
+}
+
+
+def corpus_language(dataset: Dataset) -> str | None:
+    """The BM25 language the corpus declares through its documents' `metadata.lang` (an ISO
+    639-1 code or a name): the one most documents are in (ties: the first seen), or
+    "multilingual" when BM25 has no stemmer for it; None when no document declares one.
+
+    A mixed corpus gets its main language rather than "multilingual": on eval/sv-en (README,
+    "Search quality") each language's stemmer and stop words helped that language's queries
+    and cost the other's nothing against "multilingual", which matches every function word.
+    """
+    if not dataset.languages:
+        return None
+    code = max(dataset.languages, key=dataset.languages.__getitem__).lower()
+    name = ISO_LANGUAGES.get(code.replace("_", "-").split("-")[0], code)
+    return name if name in BM25_LANGUAGES else MULTILINGUAL
 
 
 def _document_text(doc: dict) -> str:

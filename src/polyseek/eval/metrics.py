@@ -1,5 +1,5 @@
-"""Scores from ranx: the metrics per pipeline and per query group, a significance test
-against the first pipeline, and latency percentiles."""
+"""Scores from ranx: the metrics per pipeline and per query group, significance tests
+(against the first pipeline, and between chosen pairs), and latency percentiles."""
 
 from __future__ import annotations
 
@@ -25,19 +25,25 @@ def scores(qrels: dict[str, dict[str, int]], rankings: Rankings) -> dict[str, fl
     return {m: round(float(values[m]), 4) for m in METRICS}
 
 
-def significance(qrels: dict[str, dict[str, int]],
-                 runs: dict[str, Rankings]) -> dict[str, dict[str, dict]]:
-    """Pipeline name -> metric -> p-value and verdict of the paired t-test against the
-    first pipeline (absent for the first one, and when there is only one)."""
+def significance(qrels: dict[str, dict[str, int]], runs: dict[str, Rankings],
+                 pairs: dict[str, str] | None = None) -> tuple[dict, dict]:
+    """The paired t-test of every pipeline against the first one (pipeline name -> metric ->
+    p-value and verdict; absent for the first one, and when there is only one), and of each
+    pipeline named in `pairs` against the pipeline it maps to."""
     names = list(runs)
     if len(names) < 2:
-        return {}
+        return {}, {}
     report = compare(Qrels(qrels), [_full_run(runs[n], qrels, n) for n in names], METRICS,
                      stat_test=STAT_TEST, max_p=MAX_P).to_dict()
-    first = report[names[0]]["comparisons"]
-    return {name: {m: {"p_value": round(float(first[name][m]), 4),
-                       "significant": bool(first[name][m] < MAX_P)} for m in METRICS}
-            for name in names[1:]}
+
+    def test(name: str, reference: str) -> dict[str, dict]:
+        p_values = report[reference]["comparisons"][name]
+        return {m: {"p_value": round(float(p_values[m]), 4),
+                    "significant": bool(p_values[m] < MAX_P)} for m in METRICS}
+
+    return ({name: test(name, names[0]) for name in names[1:]},
+            {name: {"against": reference, **test(name, reference)}
+             for name, reference in (pairs or {}).items()})
 
 
 def _full_run(rankings: Rankings, qrels: dict[str, dict[str, int]], name: str) -> Run:

@@ -1,5 +1,6 @@
-"""The pipelines an evaluation compares. Each indexes the corpus once, then ranks doc ids
-for one query at a time; a new retrieval mode (e.g. hybrid) is one more Pipeline class."""
+"""The pipelines an evaluation compares. Each indexes the corpus once (or reuses a collection
+another pipeline indexed), then ranks doc ids for one query at a time: the bm25s baseline, and
+`Search`, the real retrieval path in one mode (dense, sparse or hybrid)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Protocol
 import bm25s
 
 from polyseek.retrieval import Store, index_documents, search_async
+from polyseek.retrieval.bm25 import DEFAULT_LANGUAGE
 from polyseek.retrieval.encoders import Encoder, Scorer
+from polyseek.retrieval.search import DEFAULT_FUSION, Fusion, Mode
 from polyseek.retrieval.store import PREFERRED_SHORT_DIM, default_short_dim
 
 INDEX_BATCH = 64  # documents per index_documents call (one progress step)
@@ -23,7 +26,8 @@ Progress = Callable[[int], None]  # called with how many documents were just ind
 
 class Pipeline(Protocol):
     name: str
-    info: dict  # what it is: kind (bm25, dense, prefetch, maxsim, rerank, matryoshka), model, dim
+    info: dict  # what it is: kind (bm25, dense, prefetch, maxsim, rerank, matryoshka, sparse,
+    # hybrid), the search mode, model, dim
 
     async def index(self, corpus: dict[str, str], progress: Progress) -> None: ...
 
@@ -59,9 +63,10 @@ def tokenize(texts: list[str]) -> list[list[str]]:
 
 
 @dataclass
-class Dense:
+class Search:
     """The real retrieval path: `index_documents` into a collection of the store, then
-    `search_async` with the query encoder (and the reranker, if any)."""
+    `search_async` in `mode` (always given: the search default is not what is measured) with
+    the query encoder (and the reranker, if any)."""
 
     name: str
     info: dict
@@ -69,10 +74,14 @@ class Dense:
     collection: str
     indexer: Encoder  # embeds the corpus (may reuse cached embeddings)
     encoder: Encoder  # embeds queries: same model, no cache
+    mode: Mode = "dense"
+    fusion: Fusion = DEFAULT_FUSION  # hybrid only
+    weights: tuple[float, float] | None = None  # hybrid: dense, sparse (None: equal)
     short_dim: int = 0  # 0: no short vector
     reranker: Scorer | None = None
     source: str | None = None
-    reuse: bool = False  # the collection is indexed by another pipeline
+    language: str = DEFAULT_LANGUAGE  # BM25 language of the collection
+    reuse: bool = False  # the collection is indexed by another pipeline: nothing is embedded
 
     async def index(self, corpus: dict[str, str], progress: Progress) -> None:
         if self.reuse:
@@ -82,12 +91,14 @@ class Dense:
         for start in range(0, len(items), INDEX_BATCH):
             batch = items[start : start + INDEX_BATCH]
             await index_documents(batch, self.collection, self.indexer, store=self.store,
-                                  source=self.source, short_dim=self.short_dim)
+                                  source=self.source, short_dim=self.short_dim,
+                                  language=self.language)
             progress(len(batch))
 
     async def rank(self, query: str, top_k: int) -> list[str]:
         result = await search_async(query, self.collection, self.encoder, store=self.store,
-                                    top_k=top_k, rerank=self.reranker)
+                                    top_k=top_k, mode=self.mode, fusion=self.fusion,
+                                    weights=self.weights, rerank=self.reranker)
         return list(dict.fromkeys(hit.path for hit in result.hits))  # best chunk per doc
 
 

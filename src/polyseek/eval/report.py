@@ -12,20 +12,26 @@ LABELS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@1": "R@1", "recall@1
 
 
 def table(results: dict) -> Group:
-    """The pipelines' metrics and latency; per query group when the queries have groups.
-    `*`: significantly different from the first pipeline."""
+    """The pipelines' kind (the search mode, or the dense variant), metrics and latency; per
+    query group when the queries have groups. `*`: significantly different from the first
+    pipeline; `†` (sparse, hybrid): from the model's dense pipeline on the same collection."""
+    caption = (f"* {results['stat_test']} against {results['baseline']!r}; † the same test "
+               "against the model's dense pipeline (sparse, hybrid)\n"
+               f"{results['baseline']}: {results['bm25_tokenisation']}")
+    if "bm25_language" in results:
+        caption += (f"\nsparse, hybrid: the engine's BM25, language {results['bm25_language']} "
+                    f"({results['bm25_language_source']})")
     main = Table(title=f"{results['dataset']} ({results['split']}): {results['queries']} "
-                 f"queries, {results['documents']} documents",
-                 caption=f"* {results['stat_test']} against {results['baseline']!r}; "
-                 f"BM25: {results['bm25_tokenisation']}")
+                 f"queries, {results['documents']} documents", caption=caption)
     main.add_column("pipeline", no_wrap=True)
+    main.add_column("kind")
     for metric in results["metrics"]:
         main.add_column(LABELS.get(metric, metric), justify="right")
     main.add_column("p50 ms", justify="right")
     main.add_column("p95 ms", justify="right")
     for row in results["pipelines"]:
         cells = [_cell(row, m) for m in results["metrics"]]
-        main.add_row(row["name"], *cells, f"{row['latency_ms']['p50']:.1f}",
+        main.add_row(row["name"], row["kind"], *cells, f"{row['latency_ms']['p50']:.1f}",
                      f"{row['latency_ms']['p95']:.1f}")
     if not results["groups"]:
         return Group(main)
@@ -34,6 +40,8 @@ def table(results: dict) -> Group:
 
 def _cell(row: dict, metric: str) -> str:
     mark = "*" if row["significance"].get(metric, {}).get("significant") else ""
+    if row.get("significance_vs_dense", {}).get(metric, {}).get("significant"):
+        mark += "†"
     return f"{row['metrics'][metric]:.3f}{mark}"
 
 
