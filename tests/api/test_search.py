@@ -212,7 +212,7 @@ def test_search_modes_sparse_dense_and_hybrid_with_ranks(url):
                 assert dense[ranks["dense"] - 1]["id"] == hit["id"]
     # all weight on the sparse list: the fused order is the BM25 order
     only_sparse = post(url, "/v1/search", collection="modes", query="bread oven starter",
-                       weights=[0, 1])
+                       mode="hybrid", weights=[0, 1])
     assert paths(only_sparse)[:1] == paths(post(url, "/v1/search", collection="modes",
                                                 query="bread oven starter", mode="sparse"))[:1]
     for bad in ({"mode": "fuzzy"}, {"fusion": "max"}, {"weights": [0, 0]},

@@ -103,12 +103,13 @@ def test_cli_search_modes_filters_and_collections(folder, tmp_path):
     assert [Path(h["path"]).name for h in run("--where", "extension=.txt", "--where",
                                               "size<500", "--path-prefix",
                                               str(folder / "guides"))["hits"]] == ["canoe.txt"]
-    explained = run("--explain", "--fusion", "dbsf", "--weights", "2,1")
+    explained = run("--explain", "--mode", "hybrid", "--fusion", "dbsf", "--weights", "2,1")
     assert [s["name"] for s in explained["stages"]] == ["rescore", "sparse", "fusion"]
     assert {Path(h["path"]).name for h in explained["stages"][1]["candidates"]} == {
         "canoe.txt", "kayak.md", "paddle.txt"}
     assert all(h["ranks"] for h in explained["stages"][-1]["candidates"])
-    text = polyseek("search", "paddle", "--collection", "boats", "--data", data, "--explain")
+    text = polyseek("search", "paddle", "--collection", "boats", "--data", data, "--explain",
+                    "--mode", "hybrid")
     assert text.returncode == 0 and "dense#" in text.stdout and "sparse#" in text.stdout
 
     refused = polyseek("search", "paddle", "--collection", "boats", "--data", data,
