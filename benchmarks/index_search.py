@@ -582,10 +582,10 @@ class TimedModel:
 def model_part(args: argparse.Namespace, tmp: Path) -> dict:
     """index_paths on real text, then query encoding and search() latency, interleaved."""
     from polyseek.models import DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE, load_model
-    from polyseek.retrieval import index_paths, search
+    from polyseek.retrieval import index_paths
     from polyseek.retrieval.edge_store import EdgeStore
     from polyseek.retrieval.encoders import LocalModel
-    from polyseek.retrieval.search import encode_query
+    from polyseek.retrieval.search import encode_query, search
 
     log("model: loading the default model")
     model = load_model(DEFAULT_MODEL_SOURCE, name=DEFAULT_MODEL_NAME)

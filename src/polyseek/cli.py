@@ -461,7 +461,7 @@ def _search_here(query: str, collection: str, model: str | None, rerank: str | N
     """Search in this process: open the store, load the collection's model (and reranker)."""
     from polyseek.errors import PolyseekError
     from polyseek.retrieval import open_store
-    from polyseek.retrieval import search as run_search
+    from polyseek.retrieval.search import search as run_search
 
     try:
         with open_store(data, qdrant_url) as store:

@@ -13,7 +13,8 @@ import torch
 
 from polyseek.models import DEFAULT_MODEL_SOURCE, family_of, read_config, resolve_source
 from polyseek.models.e5_q4 import PROMPTS, e5_cache_dir
-from polyseek.retrieval import index_paths, open_store, search
+from polyseek.retrieval import index_paths, open_store
+from polyseek.retrieval.search import search
 
 from support import REPO
 

@@ -294,7 +294,8 @@ def test_images_are_indexed_and_found_by_image_query(embedder, tmp_path):
     """The retrieval layer with an image-capable model: images become points of their own."""
     import shutil
 
-    from polyseek.retrieval import index_paths, open_store, search
+    from polyseek.retrieval import index_paths, open_store
+    from polyseek.retrieval.search import search
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -398,7 +398,8 @@ def test_server_image_limits_reach_the_model(checkpoint, embedder):
 
 def test_multivector_collection_rescores_with_maxsim(embedder, tmp_path):
     """The retrieval layer with a multi-vector model: prefetch, full rescore, then MaxSim."""
-    from polyseek.retrieval import index_paths, open_store, search
+    from polyseek.retrieval import index_paths, open_store
+    from polyseek.retrieval.search import search
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from polyseek.retrieval import ModelMismatch, index_paths, open_store, search
+from polyseek.retrieval import ModelMismatch, index_paths, open_store
 from polyseek.retrieval.documents import token_windows, whitespace_offsets
+from polyseek.retrieval.search import search
 
 DOCS = {
     "volcano.txt": "Volcanoes form where magma rises through the crust. An eruption throws lava, "

@@ -10,9 +10,9 @@ import pytest
 from test_retrieval import polyseek
 
 from polyseek.errors import InvalidInput
-from polyseek.retrieval import Condition, Range, index_paths, open_store, search
+from polyseek.retrieval import Condition, Range, index_paths, open_store
 from polyseek.retrieval.filters import parse_condition
-from polyseek.retrieval.search import RRF_K, dbsf, fuse, rrf
+from polyseek.retrieval.search import RRF_K, dbsf, fuse, rrf, search
 from polyseek.retrieval.store import Point
 
 

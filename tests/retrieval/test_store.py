@@ -16,12 +16,13 @@ from qdrant_client import QdrantClient
 from test_retrieval import write_corpus
 
 from polyseek.errors import InvalidInput
-from polyseek.retrieval import Document, index_documents, index_paths, search
+from polyseek.retrieval import Document, index_documents, index_paths
 from polyseek.retrieval.bm25 import document_vector, query_vector
 from polyseek.retrieval.edge_store import EdgeStore
 from polyseek.retrieval.encoders import LocalModel
 from polyseek.retrieval.filters import FIELDS, Condition, Range, parse_condition
 from polyseek.retrieval.push import push_collection
+from polyseek.retrieval.search import search
 from polyseek.retrieval.server_store import ServerStore
 from polyseek.retrieval.store import (
     FULL,

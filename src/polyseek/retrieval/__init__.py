@@ -13,7 +13,9 @@ _HOMES = {
     "polyseek.retrieval.filters": ("Condition", "Filter", "Range"),
     "polyseek.retrieval.ingest": ("Document", "FileResult", "IndexSummary", "index_documents",
                                   "index_paths"),
-    "polyseek.retrieval.search": ("Hit", "SearchResult", "Stage", "search", "search_async"),
+    # `search` the function is polyseek.retrieval.search.search: the submodule's own name wins
+    # once it is imported, so the package does not re-export it
+    "polyseek.retrieval.search": ("Hit", "SearchResult", "Stage", "search_async"),
     "polyseek.retrieval.store": ("CollectionNotFound", "CollectionSpec", "ModelMismatch",
                                  "Store", "StoreBusy", "StoreUnavailable", "open_store"),
 }
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
         index_documents,
         index_paths,
     )
-    from polyseek.retrieval.search import Hit, SearchResult, Stage, search, search_async  # noqa: F401
+    from polyseek.retrieval.search import Hit, SearchResult, Stage, search_async  # noqa: F401
     from polyseek.retrieval.store import (  # noqa: F401
         CollectionNotFound,
         CollectionSpec,
