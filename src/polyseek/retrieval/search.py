@@ -195,7 +195,7 @@ async def search_async(
             name = "prefetch" if stage.using == SHORT else "rescore"
             trace.append(Stage(name, stage.using, [Hit.from_point(p) for p in points]))
         lists["dense"] = points
-    if mode != "dense" and text is not None:
+    if mode != "dense":  # a text query (an image query searches dense)
         terms = query_vector(text, spec.language)
         points = [] if terms is None else await store.call(
             store.query, collection, Nearest(SPARSE, terms, depth), where)
