@@ -39,6 +39,7 @@ Run (from the repository root; tests/ for `support`), about 15 minutes at the de
         [--parts store,model,server] [--chunks 100000] [--queries 200] [--skip-local] \
         [--local-chunks N] [--local-queries 10] [--grow 10000] [--model-chunks 400] \
         [--model-queries 100] [--server-queries 40] [--ingest-batch 32] [--torch-threads 1]
+        [--bulk-threads 0]
 
 A quick run: ``--chunks 20000 --queries 50 --local-queries 3 --model-chunks 100
 --model-queries 20 --server-queries 20 --seed-docs 64``.
@@ -807,9 +808,7 @@ def server_part(args: argparse.Namespace, tmp: Path) -> dict:
     queries = sentences(WARMUP + args.server_queries)
     probe = Probe()
     probe.install()
-    limits = BatchLimits()
-    if args.bulk_window:
-        limits = BatchLimits(bulk_window_tokens=args.bulk_window)
+    limits = BatchLimits(bulk_threads=args.bulk_threads)
     app = create_app(ServerSettings(models=[DEFAULT_SPEC], data_dir=str(tmp / "server"),
                                     batch=limits))
     try:
@@ -844,8 +843,8 @@ def server_part(args: argparse.Namespace, tmp: Path) -> dict:
     return {"idle": idle, "during": during, "documents": ingest.documents,
             "requests": ingest.requests, "seconds": seconds,
             "optimize": [b - a for a, b in probe.optimize], "probe_idle": idle_probe,
-            "limits": f"window {limits.window_tokens} tokens ({limits.bulk_window_tokens} bulk), "
-                  f"batch {limits.max_batch_tokens}",
+            "limits": f"window {limits.window_tokens} tokens, batch {limits.max_batch_tokens}, "
+                      f"bulk threads {limits.bulk_threads or 'half'} of {torch_threads()}",
             "probe_during": during_probe}
 
 
@@ -1051,9 +1050,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="server part: documents per /v1/index request")
     parser.add_argument("--seed-docs", type=int, default=256,
                         help="server part: documents indexed before searching")
-    parser.add_argument("--bulk-window", type=int, default=0,
-                        help="server part: the batcher's bulk_window_tokens, to explore; "
-                        "0: the default")
+    parser.add_argument("--bulk-threads", type=int, default=0,
+                        help="server part: intra-op threads of the batcher's indexing worker; "
+                        "0: the default (half of torch's, at least one)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="model and server parts: torch intra-op threads (0: torch's "
                         "default; on a busy machine two threads stall each other)")

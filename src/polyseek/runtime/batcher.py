@@ -1,14 +1,15 @@
-"""Dynamic batching: concurrent requests share token-budget forward passes on one worker.
+"""Dynamic batching: concurrent requests share token-budget forward passes.
 
 Requests enqueue their jobs and await futures. Jobs wait in one of two first-come-first-served
-lanes: interactive (queries, /v1/embeddings, /v1/rerank) and bulk (indexing). The worker thread
-takes a window of about `window_tokens` tokens of interactive jobs plus at most
-`bulk_window_tokens` of bulk jobs, groups it by task (groups with interactive jobs first), sorts
-each group by length and cuts batches whose padded size (members x longest) stays within
-`max_batch_tokens`, so long and short inputs rarely pad each other. Windows keep requests
-flowing: the first requests are answered while later ones are computed, and an interactive
-request waits for at most the window in flight, which holds little bulk work, never behind
-queued bulk work. Bulk callers submit moderate groups of jobs, one after another.
+lanes, each served by its own worker thread: interactive (queries, /v1/embeddings, /v1/rerank)
+and bulk (indexing). A worker takes a window of about `window_tokens` tokens from its lane,
+groups it by task, sorts each group by length and cuts batches whose padded size (members x
+longest) stays within `max_batch_tokens`, so long and short inputs rarely pad each other.
+Windows keep requests flowing: the first requests are answered while later ones are computed.
+
+The two workers run their forward passes at the same time (torch releases the GIL), the bulk
+worker on `bulk_threads` intra-op threads, so a query never waits for an indexing pass to end:
+on two cores it costs about what it costs on an idle server with one thread.
 
 Both lanes share `max_queue`: a request that would exceed it gets Overloaded (HTTP 429).
 """
@@ -16,12 +17,16 @@ Both lanes share `max_queue`: a request that would exceed it gets Overloaded (HT
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
+import re
 import threading
 import time
 from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
+import torch
 
 from polyseek.errors import Overloaded
 from polyseek.models.base import Embedder, EncodeJob, PairScorer, plan_batches
@@ -32,9 +37,9 @@ from polyseek.runtime.metrics import Metrics
 class BatchLimits:
     max_batch_tokens: int = 2048  # padded tokens per forward pass (CPU: small is faster)
     max_batch_size: int = 128  # sequences per forward pass
-    window_tokens: int = 8192  # tokens taken from the queue per scheduling round
-    bulk_window_tokens: int = 512  # of which bulk (indexing): what a query may wait behind
+    window_tokens: int = 8192  # tokens a worker takes from its lane per scheduling round
     max_queue: int = 16384  # sequences waiting; beyond it new requests get Overloaded
+    bulk_threads: int = 0  # intra-op threads of the bulk worker; 0: half of torch's
 
 
 @dataclass
@@ -55,13 +60,22 @@ class Batcher:
         self._bulk: list[_Pending] = []
         self._wakeup = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        threads = torch.get_num_threads()
+        bulk_threads = limits.bulk_threads or max(1, threads // 2)
+        self._workers = [
+            threading.Thread(target=self._work, args=(self._interactive, threads),
+                             name=f"batcher-{name}", daemon=True),
+            threading.Thread(target=self._work, args=(self._bulk, bulk_threads),
+                             name=f"batcher-{name}-bulk", daemon=True),
+        ]
+        for worker in self._workers:
+            worker.start()
 
     async def run(self, jobs: list[EncodeJob], bulk: bool = False) -> list[np.ndarray]:
         """Outputs of `jobs`, in order, computed alongside whatever else is queued.
 
-        bulk: queue behind every interactive job (indexing); False for requests a user waits on.
+        bulk: the indexing lane, computed beside interactive requests (on fewer threads);
+        False for requests a user waits on.
         """
         loop = asyncio.get_running_loop()
         pending = [_Pending(job, loop.create_future(), loop) for job in jobs]
@@ -73,7 +87,7 @@ class Batcher:
                 raise Overloaded(f"{self.name!r} has {queued} sequences queued; retry shortly")
             (self._bulk if bulk else self._interactive).extend(pending)
             self.metrics.queue_depth.labels(self.name).set(self._queued)
-            self._wakeup.notify()
+            self._wakeup.notify_all()
         return list(await asyncio.gather(*(p.future for p in pending)))
 
     @property
@@ -83,37 +97,34 @@ class Batcher:
     def close(self) -> None:
         with self._wakeup:
             self._closed = True
-            self._wakeup.notify()
-        self._thread.join(timeout=10)
+            self._wakeup.notify_all()
+        for worker in self._workers:
+            worker.join(timeout=10)
 
-    def _work(self) -> None:
+    def _work(self, lane: list[_Pending], threads: int) -> None:
+        set_intra_op_threads(threads)
         while True:
             with self._wakeup:
-                while not self._queued and not self._closed:
+                while not lane and not self._closed:
                     self._wakeup.wait()
                 if self._closed:
                     return
-                lanes = self._take_window()
+                window = self._take_window(lane)
                 self.metrics.queue_depth.labels(self.name).set(self._queued)
-            for taken in lanes:  # interactive, then bulk
-                taken = [p for p in taken if not p.future.done()]  # drop cancelled requests
-                by_task = sorted(taken, key=lambda p: p.job.task or "")
-                for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
-                    self._run_group(list(group))
+            window = [p for p in window if not p.future.done()]  # drop cancelled requests
+            by_task = sorted(window, key=lambda p: p.job.task or "")
+            for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
+                self._run_group(list(group))
 
-    def _take_window(self) -> tuple[list[_Pending], list[_Pending]]:
-        """Pop about `window_tokens` tokens of interactive jobs and `bulk_window_tokens` of
-        bulk jobs (at least one job of a non-empty lane)."""
-        budgets = (self.limits.window_tokens, self.limits.bulk_window_tokens)
-        window = []
-        for lane, budget in zip((self._interactive, self._bulk), budgets, strict=True):
-            count, tokens = 0, 0
-            while count < len(lane) and tokens < budget:
-                tokens += lane[count].job.n_tokens
-                count += 1
-            window.append(lane[:count])
-            del lane[:count]
-        return window[0], window[1]
+    def _take_window(self, lane: list[_Pending]) -> list[_Pending]:
+        """Pop about `window_tokens` tokens of jobs from `lane` (at least one)."""
+        count, tokens = 0, 0
+        while count < len(lane) and tokens < self.limits.window_tokens:
+            tokens += lane[count].job.n_tokens
+            count += 1
+        window = lane[:count]
+        del lane[:count]
+        return window
 
     def _run_group(self, group: list[_Pending]) -> None:
         lengths = [p.job.n_tokens for p in group]
@@ -148,3 +159,31 @@ def _settle(future: asyncio.Future, result, error: BaseException | None) -> None
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def set_intra_op_threads(threads: int) -> None:
+    """Run the calling thread's torch operations on `threads` intra-op threads, others unchanged.
+
+    `torch.set_num_threads` would also change the process-wide default (and MKL's global count),
+    so the count is set on the OpenMP runtime torch uses, which keeps it per calling thread.
+    Without an OpenMP runtime in the process the thread keeps torch's count.
+    """
+    omp = _openmp_runtime()
+    if omp is None or threads == torch.get_num_threads():  # get_num_threads also inits the pool
+        return
+    omp.omp_set_num_threads(threads)
+
+
+@functools.cache
+def _openmp_runtime() -> ctypes.CDLL | None:
+    """The OpenMP library torch loaded (its own libgomp, or Intel's libiomp5), if any."""
+    torch.get_num_threads()  # makes sure the runtime is loaded
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/lib" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        if re.search(r"/lib(gomp|iomp5)[^/]*\.so", path):
+            return ctypes.CDLL(path)
+    return None
