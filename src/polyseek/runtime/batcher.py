@@ -7,9 +7,10 @@ groups it by task, sorts each group by length and cuts batches whose padded size
 longest) stays within `max_batch_tokens`, so long and short inputs rarely pad each other.
 Windows keep requests flowing: the first requests are answered while later ones are computed.
 
-The two workers run their forward passes at the same time (torch releases the GIL), the bulk
-worker on `bulk_threads` intra-op threads, so a query never waits for an indexing pass to end:
-on two cores it costs about what it costs on an idle server with one thread.
+The two workers run their forward passes at the same time (torch releases the GIL), so a query
+never waits for an indexing pass to end. While interactive work is queued, computing or less
+than `INTERACTIVE_GRACE_S` old, indexing passes run on `bulk_threads` intra-op threads, leaving
+the rest of the cores to queries; otherwise on all of them.
 
 Both lanes share `max_queue`: a request that would exceed it gets Overloaded (HTTP 429).
 """
@@ -32,6 +33,8 @@ from polyseek.errors import Overloaded
 from polyseek.models.base import Embedder, EncodeJob, PairScorer, plan_batches
 from polyseek.runtime.metrics import Metrics
 
+INTERACTIVE_GRACE_S = 1.0  # after interactive work, indexing stays on fewer threads this long
+
 
 @dataclass
 class BatchLimits:
@@ -39,7 +42,7 @@ class BatchLimits:
     max_batch_size: int = 128  # sequences per forward pass
     window_tokens: int = 8192  # tokens a worker takes from its lane per scheduling round
     max_queue: int = 16384  # sequences waiting; beyond it new requests get Overloaded
-    bulk_threads: int = 0  # intra-op threads of the bulk worker; 0: half of torch's
+    bulk_threads: int = 0  # indexing threads beside interactive work; 0: half of torch's
 
 
 @dataclass
@@ -60,12 +63,14 @@ class Batcher:
         self._bulk: list[_Pending] = []
         self._wakeup = threading.Condition()
         self._closed = False
-        threads = torch.get_num_threads()
-        bulk_threads = limits.bulk_threads or max(1, threads // 2)
+        self._threads = torch.get_num_threads()
+        self._bulk_threads = limits.bulk_threads or max(1, self._threads // 2)
+        self._interactive_busy = False  # the interactive worker is computing a window
+        self._interactive_seen = -INTERACTIVE_GRACE_S  # time.monotonic() it last was
         self._workers = [
-            threading.Thread(target=self._work, args=(self._interactive, threads),
+            threading.Thread(target=self._work, args=(self._interactive, False),
                              name=f"batcher-{name}", daemon=True),
-            threading.Thread(target=self._work, args=(self._bulk, bulk_threads),
+            threading.Thread(target=self._work, args=(self._bulk, True),
                              name=f"batcher-{name}-bulk", daemon=True),
         ]
         for worker in self._workers:
@@ -101,8 +106,7 @@ class Batcher:
         for worker in self._workers:
             worker.join(timeout=10)
 
-    def _work(self, lane: list[_Pending], threads: int) -> None:
-        set_intra_op_threads(threads)
+    def _work(self, lane: list[_Pending], bulk: bool) -> None:
         while True:
             with self._wakeup:
                 while not lane and not self._closed:
@@ -111,10 +115,21 @@ class Batcher:
                     return
                 window = self._take_window(lane)
                 self.metrics.queue_depth.labels(self.name).set(self._queued)
+                self._interactive_busy |= not bulk
             window = [p for p in window if not p.future.done()]  # drop cancelled requests
             by_task = sorted(window, key=lambda p: p.job.task or "")
             for _, group in groupby(by_task, key=lambda p: p.job.task or ""):
-                self._run_group(list(group))
+                self._run_group(list(group), bulk)
+            if not bulk:
+                self._interactive_busy = False
+                self._interactive_seen = time.monotonic()
+
+    def _bulk_pass_threads(self) -> int:
+        """Intra-op threads for the next indexing pass: fewer while interactive work is queued,
+        computing or recent (a searching user sends another query soon), all of them otherwise."""
+        recent = time.monotonic() - self._interactive_seen < INTERACTIVE_GRACE_S
+        return self._bulk_threads if self._interactive or self._interactive_busy or recent \
+            else self._threads
 
     def _take_window(self, lane: list[_Pending]) -> list[_Pending]:
         """Pop about `window_tokens` tokens of jobs from `lane` (at least one)."""
@@ -126,11 +141,13 @@ class Batcher:
         del lane[:count]
         return window
 
-    def _run_group(self, group: list[_Pending]) -> None:
+    def _run_group(self, group: list[_Pending], bulk: bool) -> None:
         lengths = [p.job.n_tokens for p in group]
         for batch in plan_batches(lengths, self.limits.max_batch_tokens,
                                   self.limits.max_batch_size):
             members = [group[i] for i in batch]
+            if bulk:
+                set_intra_op_threads(self._bulk_pass_threads())
             start = time.perf_counter()
             try:
                 outputs = self.model.embed_jobs([p.job for p in members])
