@@ -1,7 +1,7 @@
 """POST /v1/index and /v1/search, /v1/collections: the retrieval layer over HTTP.
 
 Models are reached through the runtime's engines, like /v1/embeddings and /v1/rerank: batched
-with concurrent requests (indexing in the batcher's bulk lane, behind interactive requests),
+with concurrent requests (indexing in the batcher's bulk lane, beside interactive requests),
 counted in /metrics, refused with 429 when the queue is full. The store (Qdrant Edge under
 `--data`, or a Qdrant server at `--qdrant-url`) is opened on first use and shared in short
 calls, one at a time (`Store.call`), never held while a model runs: searches are served during
