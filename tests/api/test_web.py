@@ -241,6 +241,24 @@ LAYOUT_JS = """() => {
 }"""
 
 
+def accessible_names(page) -> dict[str, str]:
+    """The accessible name the browser computes for each control in its accessibility tree,
+    by element id ("" for none)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        names = {}
+        for node in cdp.send("Accessibility.getFullAXTree")["nodes"]:
+            if node.get("ignored") or node.get("role", {}).get("value") not in CONTROL_ROLES:
+                continue
+            element = cdp.send("DOM.describeNode", {"backendNodeId": node["backendDOMNodeId"]})
+            attributes = element["node"].get("attributes", [])
+            element_id = dict(zip(attributes[::2], attributes[1::2], strict=True)).get("id", "")
+            names[element_id or element["node"]["nodeName"]] = node.get("name", {}).get("value")
+        return names
+    finally:
+        cdp.detach()
+
+
 def check_layout(page, width: int) -> None:
     """No horizontal scrolling, every control inside the window, none over another, a usable
     query box, and an accessible name (the browser's own computation) on every control."""
@@ -249,16 +267,9 @@ def check_layout(page, width: int) -> None:
     assert layout["scrollWidth"] <= width, layout
     assert layout["outside"] == [] and layout["overlaps"] == [], layout
     assert layout["query"] >= 200, layout
-    cdp = page.context.new_cdp_session(page)
-    try:
-        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
-    finally:
-        cdp.detach()
-    controls = [n for n in nodes if not n.get("ignored")
-                and n.get("role", {}).get("value") in CONTROL_ROLES]
-    assert len(controls) >= len(layout["controls"]) - 1 >= 10  # the file input's inner button
-    unnamed = [n["role"]["value"] for n in controls if not n.get("name", {}).get("value")]
-    assert unnamed == []
+    names = accessible_names(page)
+    assert set(layout["controls"]) <= set(names), (layout["controls"], names)
+    assert [control for control, name in names.items() if not name] == [], names
 
 
 def option_values(page, selector: str) -> list[str]:
