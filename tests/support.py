@@ -167,3 +167,24 @@ def assert_truncated(vectors, full, dim: int) -> None:
     prefix = full[:, :dim]
     np.testing.assert_allclose(vectors, prefix / np.linalg.norm(prefix, axis=1, keepdims=True),
                                atol=1e-6)
+
+
+def write_tiny_jina_clip_v2(directory: Path) -> Path:
+    """The tiny random jina-clip-v2 of the fixtures (text and images) laid out as a checkpoint
+    directory, with the fixtures' byte-level toy tokenizer."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    parity = str(REPO / "tests" / "parity")  # where pytest imports the module from too
+    if parity not in sys.path:
+        sys.path.insert(0, parity)
+    from test_jina_embeddings_v3 import write_toy_tokenizer
+
+    config = json.loads((FIXTURES / "jina-clip-v2" / "tiny_config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(
+        {**config["clip_config"], "text_base_config": config["text_base_config"]}))
+    save_file(load_file(FIXTURES / "jina-clip-v2" / "tiny_weights.safetensors"),
+              directory / "model.safetensors")
+    write_toy_tokenizer(directory)
+    return directory

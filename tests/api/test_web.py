@@ -10,8 +10,17 @@ from PIL import Image
 
 from polyseek.api.app import ServerSettings, create_app
 from polyseek.retrieval.search import DEFAULT_MODE
+from polyseek.runtime.registry import DEFAULT_CHAT_SPEC, DEFAULT_SPEC, ModelSpec
 
-from support import CHAT_MODEL, DEFAULT_MODEL, serve_in_thread
+from support import (
+    CHAT_MODEL,
+    DEFAULT_MODEL,
+    FIXTURES,
+    MINILM,
+    MINILM_SOURCE,
+    serve_in_thread,
+    write_tiny_jina_clip_v2,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -24,14 +33,24 @@ DOCUMENTS = [
 ]
 
 
+CLIP = "clip-tiny"  # the tiny random jina-clip-v2: reads text and images
+IMAGE = FIXTURES / "jina-clip-v2" / "image0_landscape_160x120.png"
+
+
 @pytest.fixture(scope="module")
 def url(tmp_path_factory) -> str:
-    """A server on the default models (MiniLM + the SmolLM2 chat model), one indexed collection."""
-    settings = ServerSettings(data_dir=str(tmp_path_factory.mktemp("store")))
+    """A server on the default models (multilingual-e5-small, the SmolLM2 chat model), MiniLM
+    (a text reranker for them) and a tiny jina-clip-v2; a text collection built by the
+    default model ("web-notes") and one built by the image model ("web-images")."""
+    clip = write_tiny_jina_clip_v2(tmp_path_factory.mktemp("clip"))
+    specs = [DEFAULT_SPEC, ModelSpec(MINILM, MINILM_SOURCE), ModelSpec(CLIP, str(clip)),
+             DEFAULT_CHAT_SPEC]
+    settings = ServerSettings(models=specs, data_dir=str(tmp_path_factory.mktemp("store")))
     with serve_in_thread(create_app(settings)) as base:
-        indexed = httpx.post(f"{base}/v1/index", timeout=120, json={
-            "collection": "web-notes", "model": DEFAULT_MODEL, "documents": DOCUMENTS})
-        assert indexed.status_code == 200, indexed.text
+        for collection, model in (("web-notes", DEFAULT_MODEL), ("web-images", CLIP)):
+            indexed = httpx.post(f"{base}/v1/index", timeout=120, json={
+                "collection": collection, "model": model, "documents": DOCUMENTS})
+            assert indexed.status_code == 200, indexed.text
         yield base
 
 
@@ -191,3 +210,159 @@ def test_page_search_modes_explain_and_filters(url: str, browser_page) -> None:
     sent, got = submit_search(page, "gravitational oven")
     assert sent["filters"] == [{"key": "extension", "match": ".md"}] and got["hits"] == []
     expect(status).to_contain_text("0 results")
+
+
+# -- the page at a phone's and a laptop's width -------------------------------------------------
+
+CONTROL_ROLES = {"button", "textbox", "searchbox", "combobox", "listbox", "checkbox",
+                 "spinbutton", "radio", "slider", "switch"}
+
+LAYOUT_JS = """() => {
+  const visible = (el) => el.checkVisibility() && el.getBoundingClientRect().width > 0;
+  const controls = [...document.querySelectorAll("input, select, textarea, button")]
+    .filter(visible);
+  const box = (el) => el.getBoundingClientRect();
+  const overlaps = [];
+  controls.forEach((a, i) => controls.slice(i + 1).forEach((b) => {
+    const r = box(a), s = box(b);
+    const x = Math.min(r.right, s.right) - Math.max(r.left, s.left);
+    const y = Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top);
+    if (x > 0.5 && y > 0.5) overlaps.push(`${a.id} / ${b.id}`);
+  }));
+  return {
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    outside: controls.filter((el) => box(el).left < 0 || box(el).right > window.innerWidth)
+      .map((el) => el.id),
+    overlaps,
+    controls: controls.map((el) => el.id),
+    query: box(document.getElementById("query")).width,
+  };
+}"""
+
+
+def accessible_names(page) -> dict[str, str]:
+    """The accessible name the browser computes for each control in its accessibility tree,
+    by element id ("" for none)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        names = {}
+        for node in cdp.send("Accessibility.getFullAXTree")["nodes"]:
+            if node.get("ignored") or node.get("role", {}).get("value") not in CONTROL_ROLES:
+                continue
+            element = cdp.send("DOM.describeNode", {"backendNodeId": node["backendDOMNodeId"]})
+            attributes = element["node"].get("attributes", [])
+            element_id = dict(zip(attributes[::2], attributes[1::2], strict=True)).get("id", "")
+            names[element_id or element["node"]["nodeName"]] = node.get("name", {}).get("value")
+        return names
+    finally:
+        cdp.detach()
+
+
+def check_layout(page, width: int) -> None:
+    """No horizontal scrolling, every control inside the window, none over another, a usable
+    query box, and an accessible name (the browser's own computation) on every control."""
+    layout = page.evaluate(LAYOUT_JS)
+    assert layout["innerWidth"] == width
+    assert layout["scrollWidth"] <= width, layout
+    assert layout["outside"] == [] and layout["overlaps"] == [], layout
+    assert layout["query"] >= 200, layout
+    names = accessible_names(page)
+    assert set(layout["controls"]) <= set(names), (layout["controls"], names)
+    assert [control for control, name in names.items() if not name] == [], names
+
+
+def option_values(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(f"{selector} option", "os => os.map(o => o.value)")
+
+
+def disabled_values(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(f"{selector} option:disabled",
+                                     "os => os.map(o => o.value)")
+
+
+WATCH_TYPING_JS = """() => {
+  window.chatStates = [];
+  const state = () => [...document.querySelectorAll("#chat-log .msg.assistant")].map((d) =>
+    d.classList.contains("typing") ? (d.offsetWidth > 0 ? "typing" : "hidden typing")
+                                   : (d.textContent ? "text" : "empty"));
+  new MutationObserver(() => window.chatStates.push(state().join(",")))
+    .observe(document.getElementById("chat-log"),
+             { childList: true, subtree: true, characterData: true, attributes: true });
+}"""
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_page_at_width(url: str, browser_page, width: int) -> None:
+    """Search with a reranker and explain, the image query only where the collection's model
+    reads images, a typing indicator in chat; a clean console and network throughout."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 900})
+    console, requests, failed, bad = [], [], [], []
+    page.on("console", lambda m: m.type == "error" and console.append(m.text))
+    page.on("pageerror", lambda e: console.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+    page.on("response", lambda r: r.status >= 400 and bad.append(f"{r.status} {r.url}"))
+    page.goto(url)
+    page.wait_for_selector(f'#rerank option[value="{MINILM}"]', state="attached")
+    page.wait_for_selector('#collection option[value="web-images"]', state="attached")
+
+    # a text collection: no image query; rerankers are the other models that can rerank
+    page.select_option("#collection", "web-notes")
+    expect(page.locator("#image-row")).to_be_hidden()
+    assert option_values(page, "#rerank") == ["", MINILM, CLIP]  # not its own model, not chat
+    check_layout(page, width)
+
+    # rerank and explain, end to end: the reranker's stage and the hits it ordered
+    page.select_option("#rerank", MINILM)
+    page.check("#explain")
+    sent, got = submit_search(page, "why does the sea rise and fall")
+    assert (sent["rerank"], sent["explain"]) == (MINILM, True)
+    assert got["stages"][-1]["name"] == "rerank" and got["hits"][0]["path"] == "tides"
+    hits = page.locator("#results .hit")
+    expect(hits).to_have_count(3)
+    expect(hits.first.locator(".path")).to_have_text("tides")
+    expect(page.locator("#search-status")).to_contain_text(f"reranked by {MINILM}")
+    expect(page.locator('#stages .stage[data-stage="rerank"] li')).to_have_count(3)
+    check_layout(page, width)
+
+    # an image model's collection: the image query; text-only rerankers greyed out for it
+    page.select_option("#collection", "web-images")
+    expect(page.locator("#image-row")).to_be_visible()
+    assert option_values(page, "#rerank") == ["", DEFAULT_MODEL, MINILM]
+    page.select_option("#rerank", MINILM)
+    page.set_input_files("#query-image", str(IMAGE))
+    expect(page.locator("#query-preview")).to_be_visible()
+    expect(page.locator("#rerank")).to_have_value("")
+    assert disabled_values(page, "#rerank") == [DEFAULT_MODEL, MINILM]
+    check_layout(page, width)
+    sent, got = submit_search(page, "")
+    assert sent["query"]["image"].startswith("data:image/png;base64,") and "rerank" not in sent
+    assert got["model"] == CLIP and len(got["hits"]) == 3
+    expect(hits).to_have_count(3)
+    page.click("#clear-image")
+    assert disabled_values(page, "#rerank") == []
+    page.select_option("#collection", "web-notes")
+    expect(page.locator("#image-row")).to_be_hidden()
+
+    # chat: three dots while the first token is awaited, then the streamed answer
+    page.wait_for_selector(f'#chat-model option[value="{CHAT_MODEL}"]', state="attached")
+    page.evaluate(WATCH_TYPING_JS)
+    page.fill("#chat-max-tokens", "8")
+    page.fill("#chat-input", "Say hello.")
+    page.click("#chat-send")
+    answer = page.locator("#chat-log .msg.assistant")
+    expect(answer).not_to_have_text("", timeout=120_000)
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=120_000)
+    expect(page.locator("#chat-log .typing")).to_have_count(0)
+    states = page.evaluate("window.chatStates")
+    assert states[0] == "typing" and "text" in states, states
+    assert "empty" not in states[:states.index("text")], states  # dots until the first token
+    check_layout(page, width)
+
+    # nothing went wrong on the way, and the favicon is inline (no /favicon.ico request)
+    assert console == [] and failed == [] and bad == []
+    assert not [u for u in requests if "favicon" in u]
