@@ -129,3 +129,13 @@ def test_cross_encoder_scores_pairs_like_transformers(cross_encoder_dir):
     scores = [r["relevance_score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
     assert body["usage"]["total_tokens"] > 64 * len(DOCUMENTS) // 4
+
+
+def test_score_takes_one_document_or_none(cross_encoder_dir):
+    from polyseek import load_model
+
+    model = load_model(str(cross_encoder_dir), name="tiny-ce")
+    one = model.score(QUERY, DOCUMENTS[0])  # a string, not a list of its characters
+    assert one == model.score(QUERY, [DOCUMENTS[0]])
+    assert len(one) == 1
+    assert model.score(QUERY, []) == []

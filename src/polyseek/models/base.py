@@ -275,7 +275,12 @@ def relevance(capabilities: Capabilities, logits: Sequence[float]) -> list[float
 
 def score_pairs(model: PairScorer, query: Input, documents: Sequence[Input], batch_size: int,
                 max_batch_tokens: int = 1 << 30) -> list[float]:
-    """The common `score` of cross-encoders: relevance per document, in order."""
+    """The common `score` of cross-encoders: relevance per document, in order (one document
+    not in a list is scored as a list of one)."""
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        documents = [documents]
+    if not documents:
+        return []
     jobs = model.prepare_pairs(query, documents)
     logits = [out[0] for out in run_jobs(model, jobs, batch_size, max_batch_tokens)]
     return relevance(model.capabilities, logits)
