@@ -104,3 +104,12 @@ def test_serve_refuses_a_malformed_model_option():
     result = polyseek("serve", "--model", "=nothing")
     assert result.returncode != 0
     assert "NAME=SOURCE" in result.stderr
+
+
+def test_index_with_an_unknown_model_is_a_clear_error(tmp_path):
+    (tmp_path / "note.txt").write_text("a note")
+    result = polyseek("index", str(tmp_path / "note.txt"), "--collection", "notes",
+                      "--model", "no-such-model", "--data", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: model source 'no-such-model'"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -364,7 +364,7 @@ def index(
                 summary = index_paths(paths, collection, encoder, store=store,
                                       source=spec.source, language=language,
                                       progress=not as_json)
-    except PolyseekError as exc:
+    except (PolyseekError, FileNotFoundError) as exc:  # FileNotFoundError: a bad model source
         raise _fail(exc) from exc
     for path, error in summary.errors:
         typer.echo(f"failed {path}: {error}", err=True)
