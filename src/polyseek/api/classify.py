@@ -1,0 +1,122 @@
+"""POST /v1/classify and /v1/train: Jina's classifier, zero-shot and few-shot, on any served
+embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from polyseek.api.classify_schemas import (
+    ClassificationObject,
+    ClassifyRequest,
+    ClassifyResponse,
+    LabelScore,
+    TrainRequest,
+    TrainResponse,
+)
+from polyseek.api.errors import error_response
+from polyseek.api.schemas import Usage, error_responses
+from polyseek.errors import InputTooLarge, InvalidInput
+from polyseek.runtime.classify import (
+    Classification,
+    ClassifierNotFound,
+    ClassifierStore,
+    zero_shot,
+)
+from polyseek.runtime.inputs import model_inputs
+
+router = APIRouter(prefix="/v1")
+
+ERRORS = error_responses(400, 413, 429, 503, e404="unknown classifier_id")
+
+
+def classifier_store(request: Request) -> ClassifierStore:
+    """The classifiers under the server's data directory (`DATA/classifiers/`)."""
+    state = request.app.state
+    if getattr(state, "classifiers", None) is None:
+        state.classifiers = ClassifierStore(Path(state.settings.data_dir) / "classifiers")
+    return state.classifiers
+
+
+def _not_found(error: ClassifierNotFound) -> JSONResponse:
+    return error_response(404, str(error), "classifier_not_found")
+
+
+def _check_model(given: str | None, trained: str, classifier_id: str) -> None:
+    if given is not None and given != trained:
+        raise InvalidInput(f"classifier {classifier_id!r} was trained with model {trained!r}, "
+                           f"not {given!r}; omit 'model' or give {trained!r}", ("model",))
+
+
+def _check_count(request: Request, count: int) -> None:
+    limit = request.app.state.settings.max_inputs
+    if count > limit:
+        raise InputTooLarge(f"{count} inputs; at most {limit} per request")
+
+
+def _objects(result: Classification) -> list[ClassificationObject]:
+    out = []
+    for i, row in enumerate(result.probabilities):
+        best = int(row.argmax())
+        out.append(ClassificationObject(
+            index=i, prediction=result.labels[best], score=float(row[best]),
+            predictions=[LabelScore(label=label, score=float(p))
+                         for label, p in zip(result.labels, row, strict=True)]))
+    return out
+
+
+@router.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
+             response_model_exclude_none=True)
+async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse | JSONResponse:
+    """Zero-shot against `labels`, or with a classifier trained by /v1/train."""
+    registry = request.app.state.registry
+    settings = request.app.state.settings
+    classifier = None
+    if body.classifier_id is not None:
+        try:
+            classifier = classifier_store(request).get(body.classifier_id)
+        except ClassifierNotFound as error:
+            return _not_found(error)
+        _check_model(body.model, classifier.model, classifier.id)
+    model = classifier.model if classifier else body.model
+    engine = registry.embedding_engine(model)
+    _check_count(request, len(body.inputs()))
+    inputs = await model_inputs(body.items(), settings.image_limits, model,
+                                engine.capabilities.modalities)
+    if classifier:
+        result = await classifier.classify(engine, inputs, truncate=body.truncate)
+    else:
+        result = await zero_shot(engine, inputs, body.labels, truncate=body.truncate)
+    return ClassifyResponse(model=model, classifier_id=body.classifier_id, data=_objects(result),
+                            usage=Usage(total_tokens=result.n_tokens,
+                                        prompt_tokens=result.n_tokens))
+
+
+@router.post("/train", response_model=TrainResponse, responses=ERRORS)
+async def train(body: TrainRequest, request: Request) -> TrainResponse | JSONResponse:
+    """A new few-shot classifier from labelled examples, or more examples for one."""
+    store = classifier_store(request)
+    settings = request.app.state.settings
+    model = body.model
+    if body.classifier_id is not None:
+        try:
+            classifier = store.get(body.classifier_id)
+        except ClassifierNotFound as error:
+            return _not_found(error)
+        _check_model(body.model, classifier.model, classifier.id)
+        model = classifier.model
+    engine = request.app.state.registry.embedding_engine(model)
+    _check_count(request, len(body.input))
+    inputs = await model_inputs(body.items(), settings.image_limits, model,
+                                engine.capabilities.modalities)
+    try:
+        done = await store.train(engine, model, inputs, body.labels(), body.classifier_id,
+                                 truncate=body.truncate)
+    except ClassifierNotFound as error:  # removed while this request embedded
+        return _not_found(error)
+    classifier = done.classifier
+    return TrainResponse(classifier_id=classifier.id, model=model, num_samples=done.n_examples,
+                         total_samples=len(classifier.targets), labels=classifier.classes,
+                         usage=Usage(total_tokens=done.n_tokens, prompt_tokens=done.n_tokens))
