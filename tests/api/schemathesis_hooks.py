@@ -16,6 +16,7 @@ EMBEDDING_MODEL = os.environ["POLYSEEK_TEST_EMBEDDING_MODEL"]
 CHAT_MODEL = os.environ["POLYSEEK_TEST_CHAT_MODEL"]
 COLLECTION = os.environ["POLYSEEK_TEST_COLLECTION"]  # indexed before the run
 THUMBNAIL = os.environ["POLYSEEK_TEST_THUMBNAIL"]  # stored before the run
+CLASSIFIER = os.environ["POLYSEEK_TEST_CLASSIFIER"]  # trained before the run
 MAX_TOKENS = 2  # the run tests the contract, not the model: replies stay a token or two
 
 # To the schema a model name is any string; which names are served is configuration. Each
@@ -27,6 +28,8 @@ MODEL_FIELDS = {
     "/v1/chat/completions": {"model": CHAT_MODEL},
     "/v1/index": {"model": EMBEDDING_MODEL},
     "/v1/search": {"rerank": EMBEDDING_MODEL},
+    "/v1/classify": {"model": EMBEDDING_MODEL},
+    "/v1/train": {"model": EMBEDDING_MODEL},
 }
 
 # Schema-valid requests the server refuses for reasons no schema can state: they depend on the
@@ -42,6 +45,7 @@ CONTENT_DEPENDENT = re.compile("|".join([
     r"has no multi-vector output|does not support late chunking",
     r"-token context",
     r"was built with",
+    r"fewer than two labels",  # a classifier's labels, across its examples and what it holds
 ]))
 
 
@@ -65,6 +69,9 @@ def before_call(context, case, kwargs):
     if case.path == "/v1/search" and isinstance(body.get("collection"), str) \
             and _half(body["collection"]):
         body["collection"] = COLLECTION
+    if case.path in ("/v1/classify", "/v1/train") and isinstance(body.get("classifier_id"), str) \
+            and _half(body["classifier_id"]):
+        body["classifier_id"] = CLASSIFIER
     if case.path == "/v1/chat/completions":
         # valid limits over the cap are lowered and missing ones set; others left as they are
         limits = ("max_tokens", "max_completion_tokens")

@@ -307,3 +307,25 @@ def test_images_on_an_image_model(tmp_path: Path):
         assert few.status_code == 200, few.text
         check_shape(few.json(), 3, ["red", "blue", "photo"])
         assert predictions(few.json()) == ["red", "blue", "photo"]
+
+
+def test_the_schema_documents_both_routes(client):
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for path in ("/v1/classify", "/v1/train"):
+        operation = schema["paths"][path]["post"]
+        assert {"200", "400", "404", "413", "422", "429", "503"} <= set(operation["responses"])
+        missing = operation["responses"]["404"]["content"]["application/json"]["schema"]
+        assert missing["$ref"].endswith("/ErrorResponse")
+    request = components["ClassifyRequest"]
+    labels = request["properties"]["labels"]
+    assert labels["minItems"] == 2 and labels["uniqueItems"] is True
+    assert request["properties"]["classifier_id"]["pattern"]
+    assert [branch["required"] for branch in request["anyOf"]] == [["labels", "model"],
+                                                                   ["classifier_id"]]
+    assert components["TrainRequest"]["properties"]["input"]["minItems"] == 1
+    assert set(components["TextExample"]["required"]) == {"text", "label"}
+    assert components["ClassificationObject"]["properties"]["object"]["const"] == \
+        "classification"
+    assert {"classifier_id", "num_samples", "labels"} <= set(
+        components["TrainResponse"]["properties"])

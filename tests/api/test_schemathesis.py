@@ -33,8 +33,9 @@ MAX_EXAMPLES = 10  # per operation and mode in the fuzzing phase
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> tuple[str, str]:
-    """A server on the default models with one collection and one thumbnail; (url, thumbnail)."""
+def served(tmp_path_factory) -> tuple[str, str, str]:
+    """A server on the default models with one collection, one thumbnail and one classifier;
+    (url, thumbnail, classifier id)."""
     data = tmp_path_factory.mktemp("store")
     with serve_in_thread(create_app(ServerSettings(data_dir=str(data)))) as url:
         indexed = httpx.post(f"{url}/v1/index", timeout=120, json={
@@ -43,11 +44,16 @@ def served(tmp_path_factory) -> tuple[str, str]:
                 {"id": "bread", "text": "Sourdough needs a starter."}]})
         assert indexed.status_code == 200, indexed.text
         thumbnail = save_thumbnail(Image.new("RGB", (16, 12), "teal"), data / "thumbnails")
-        yield url, thumbnail
+        trained = httpx.post(f"{url}/v1/train", timeout=120, json={
+            "model": DEFAULT_MODEL, "input": [{"text": "Tides follow the Moon.", "label": "sea"},
+                                              {"text": "Sourdough needs a starter.",
+                                               "label": "bread"}]})
+        assert trained.status_code == 200, trained.text
+        yield url, thumbnail, trained.json()["classifier_id"]
 
 
 def test_the_server_keeps_its_schema(served, tmp_path):
-    url, thumbnail = served
+    url, thumbnail, classifier = served
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
         "--phases", "examples,coverage,fuzzing", "--max-examples", str(MAX_EXAMPLES),
@@ -61,17 +67,19 @@ def test_the_server_keeps_its_schema(served, tmp_path):
         "PYTHONPATH": os.pathsep.join([str(HOOKS.parent), os.environ.get("PYTHONPATH", "")]),
         "POLYSEEK_TEST_EMBEDDING_MODEL": DEFAULT_MODEL, "POLYSEEK_TEST_CHAT_MODEL": CHAT_MODEL,
         "POLYSEEK_TEST_COLLECTION": COLLECTION, "POLYSEEK_TEST_THUMBNAIL": thumbnail,
+        "POLYSEEK_TEST_CLASSIFIER": classifier,
     }
     run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=600)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-30000:]
-    assert "11 selected / 11 total" in report  # every operation was tested
+    assert "13 selected / 13 total" in report  # every operation was tested
     # and the cases reached each route's work, not only its validation
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     for route, code in [("/v1/embeddings", 200), ("/v1/rerank", 200),
                         ("/v1/chat/completions", 200), ("/v1/index", 200), ("/v1/search", 200),
-                        ("/v1/models/{name}", 200),
+                        ("/v1/models/{name}", 200), ("/v1/classify", 200),
+                        ("/v1/train", 200),
                         ("/v1/thumbnails/{name}", 200), ("/v1/collections/{name}", 404)]:
         assert f'polyseek_requests_total{{route="{route}",status="{code}"}}' in metrics, \
             (route, code)
