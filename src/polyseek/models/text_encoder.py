@@ -7,6 +7,7 @@ Matryoshka truncation live here once; a family (hf_encoder, jina_v2, jina_v3) su
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -39,10 +40,21 @@ def text_of(item: Input, index: int, model_name: str) -> str:
     raise TypeError(f"input[{index}]: expected text, got {type(item).__name__}")
 
 
+_TOKENIZER_LOCKS: dict[int, threading.Lock] = {}
+
+
+def token_ids(tokenizer, texts: str | list[str], **options) -> list:
+    """`tokenizer(texts, **options)["input_ids"]`, one call at a time per tokenizer: a fast
+    tokenizer sets its truncation on the shared Rust object for the call, so concurrent calls
+    (request threads) with different truncation would use each other's."""
+    with _TOKENIZER_LOCKS.setdefault(id(tokenizer), threading.Lock()):
+        return tokenizer(texts, **options)["input_ids"]
+
+
 def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens a tokenizer puts before and after one sequence ([CLS] / [SEP])."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bare = token_ids(tokenizer, "a", add_special_tokens=False)
+    full = token_ids(tokenizer, "a", add_special_tokens=True)
     start = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
     return full[:start], full[start + len(bare) :]
 
@@ -52,8 +64,8 @@ def tokenize(tokenizer, texts: Sequence[str], prompt: str, max_tokens: int, trun
     """Token ids of `prompt + text` with special tokens, one list per text. With `truncate`
     they are cut to `max_tokens`; without, a longer input raises InputTooLarge naming it
     (input[first_index + i])."""
-    ids = tokenizer([prompt + text for text in texts], truncation=truncate,
-                    max_length=max_tokens if truncate else None)["input_ids"]
+    ids = token_ids(tokenizer, [prompt + text for text in texts], truncation=truncate,
+                    max_length=max_tokens if truncate else None)
     for i, seq in enumerate(ids):
         if len(seq) > max_tokens:
             raise InputTooLarge(
@@ -116,7 +128,7 @@ class TextEncoder:
 
     def _pieces(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids without special tokens, for concatenation."""
-        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return token_ids(self.tokenizer, list(texts), add_special_tokens=False)
 
     # -- forward ---------------------------------------------------------------------------
 
