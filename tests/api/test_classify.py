@@ -329,3 +329,22 @@ def test_the_schema_documents_both_routes(client):
         "classification"
     assert {"classifier_id", "num_samples", "labels"} <= set(
         components["TrainResponse"]["properties"])
+
+
+def test_concurrent_training_of_one_classifier_keeps_every_example(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = client.post("/v1/train", json={"model": DEFAULT_MODEL, "input": examples(EXAMPLES)})
+    classifier = first.json()["classifier_id"]
+
+    def train(pairs) -> dict:
+        response = client.post("/v1/train", json={"classifier_id": classifier,
+                                                  "input": examples(pairs)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(train, [MORE_EXAMPLES[:2], MORE_EXAMPLES[2:] + HELD_OUT[:1]]))
+    totals = sorted(d["total_samples"] for d in done)
+    assert totals == [len(EXAMPLES) + 2, len(EXAMPLES) + 5] or \
+        totals == [len(EXAMPLES) + 3, len(EXAMPLES) + 5]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -128,6 +129,8 @@ class ClassifierStore:
         """The classifier, read from disk unless the cached copy is current."""
         path = self.path(classifier_id)
         try:
+            if not re.fullmatch(CLASSIFIER_ID, classifier_id):
+                raise FileNotFoundError(classifier_id)  # no file can have that name
             stat = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             raise ClassifierNotFound(f"unknown classifier {classifier_id!r}; train one with "
