@@ -124,9 +124,10 @@ def expand_items(items: Sequence[Item], limits: ImageLimits, reads_images: bool,
             for number, value in pdf_inputs(item, limits, reads_images, loc):
                 out.inputs.append(value)
                 out.origins.append(Origin(index, number))
-            if len(out.inputs) > max_inputs:
-                raise InputTooLarge(f"the request's PDFs and other inputs make more than "
-                                    f"{max_inputs} inputs; at most {max_inputs} per request")
+            if len(out.inputs) + len(items) - index - 1 > max_inputs:  # the rest: 1+ each
+                raise InputTooLarge(f"the request's PDF pages and other inputs make more "
+                                    f"than {max_inputs} inputs; at most {max_inputs} per "
+                                    "request")
         else:
             out.inputs.append(decode_item(item, limits, loc))
             out.origins.append(Origin(index))
