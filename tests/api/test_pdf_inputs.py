@@ -43,14 +43,14 @@ def vectors(response: httpx.Response) -> np.ndarray:
 class FileServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     files: dict[str, bytes]
-    seen: list[str]
+    seen: list[tuple[str, str | None]]  # (path, Accept header)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server: FileServer
 
     def do_GET(self) -> None:
-        self.server.seen.append(self.path)
+        self.server.seen.append((self.path, self.headers.get("Accept")))
         body = self.server.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -190,6 +190,7 @@ def test_an_image_model_embeds_each_page_rendered(url):
 
 def test_a_pdf_by_url_is_fetched(url, files):
     response = embed(url, {"pdf": file_url(files, "/report.pdf")})
+    assert files.seen[-1] == ("/report.pdf", "application/pdf")
     np.testing.assert_allclose(vectors(response), vectors(embed(url, PAGES)), atol=1e-5)
     assert [d["page"] for d in response.json()["data"]] == [1, 2, 3]
 
