@@ -34,7 +34,8 @@ MODEL_FIELDS = {
 
 # Schema-valid requests the server refuses for reasons no schema can state: they depend on the
 # served model (its modalities, dimensions, tasks, outputs and context) or on what the store
-# holds (a collection keeps the model and BM25 language it was built with). Each such 4xx says
+# holds (a collection keeps the model and BM25 language it was built with), or on the bytes
+# behind a reference (a PDF's content, or whether its URL can be fetched). Each such 4xx says
 # why, and only these are excused: any other refusal of a schema-valid request fails the run
 # (ST202, "Schema-valid request rejected"): a constraint the server enforces belongs in the
 # schema.
@@ -46,6 +47,10 @@ CONTENT_DEPENDENT = re.compile("|".join([
     r"-token context",
     r"was built with",
     r"fewer than two labels",  # a classifier's labels, across its examples and what it holds
+    # a PDF input's bytes: not a PDF, damaged, locked, too long, or unreachable by its URL
+    r"PDF data|PDF reference|not a PDF|PDF is|broken or unreadable PDF|of the PDF|"
+    r"no text layer|pages, over the|cannot fetch PDF|resolves to|cannot resolve host|"
+    r"invalid URL|unsupported URL scheme|has no host|DNS lookup",
 ]))
 
 

@@ -15,7 +15,14 @@ from pydantic import (
     field_validator,
 )
 
-from polyseek.inputs.items import ImageItem, Item, TextItem, is_image_string
+from polyseek.inputs.items import (
+    ImageItem,
+    Item,
+    PdfItem,
+    TextItem,
+    is_image_string,
+    is_pdf_string,
+)
 from polyseek.runtime.encoding import EmbeddingType
 
 
@@ -70,14 +77,25 @@ class BytesInput(_Strict):
     bytes: ImageRef = Field(description="base64 image bytes")
 
 
-InputObject = TextInput | ImageInput | UrlInput | BytesInput
+class PdfInput(_Strict):
+    pdf: ImageRef = Field(description="http(s) URL, data URI (data:application/pdf;base64,...) "
+                          "or base64 PDF bytes: one result per page, each with `page` and "
+                          "`input_index`; an image-reading model embeds each page rendered, a "
+                          "text-only model its text layer (pages without text are left out)")
+
+
+InputObject = TextInput | ImageInput | UrlInput | BytesInput | PdfInput
 
 
 def to_item(value: str | InputObject) -> Item:
     if isinstance(value, str):
+        if is_pdf_string(value):
+            return PdfItem(value)
         return ImageItem(value) if is_image_string(value) else TextItem(value)
     if isinstance(value, TextInput):
         return TextItem(value.text)
+    if isinstance(value, PdfInput):
+        return PdfItem(value.pdf)
     if isinstance(value, ImageInput):
         return ImageItem(value.image)
     if isinstance(value, UrlInput):
@@ -106,7 +124,7 @@ class EmbeddingsRequest(RequestModel):
     # a single string or object is taken as a list of one (the before-validator below)
     input: Annotated[list[InputValue], Field(min_length=1)] | InputValue = Field(
         description="a string, an object, or a non-empty list of strings and objects; "
-        "strings that are data:image/... URIs are images"
+        "strings that are data:image/... URIs are images, data:application/pdf URIs PDFs"
     )
     task: str | None = Field(None, description="one of the model's tasks (GET /v1/models)")
     dimensions: PositiveInt | None = Field(None, description="Matryoshka truncation, at most "
@@ -156,7 +174,13 @@ EncodedVector = list[float] | list[int] | str
 
 class EmbeddingObject(BaseModel):
     object: Literal["embedding"] = "embedding"
-    index: int
+    index: int = Field(description="the result's position in `data`; without PDF inputs, "
+                       "also the position of its input")
+    input_index: int | None = Field(None, description="the position in `input` of the item "
+                                    "this result came from; present on every result when "
+                                    "the request has a PDF")
+    page: int | None = Field(None, ge=1, description="the page (1-based) of a PDF input "
+                             "this result embeds; only on results from PDFs")
     embedding: EncodedVector | dict[str, EncodedVector] | None = None
     embeddings: list[EncodedVector] | dict[str, list[EncodedVector]] | None = Field(
         None, description="per-token vectors, when return_multivector is set"

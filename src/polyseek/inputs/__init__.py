@@ -1,1 +1,1 @@
-"""Input items as the runtime sees them: text or an image reference."""
+"""Input items as the runtime sees them: text, or an image or PDF reference."""

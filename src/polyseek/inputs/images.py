@@ -66,6 +66,8 @@ class ImageLimits:
             never are, since no image server lives there.
         allow_local_paths: False: a server must not read its own disk on request.
         formats: PIL formats that are decoded; anything else is refused unparsed.
+        max_pdf_pages: 64 pages in one PDF input (`inputs.pdf`), which shares these limits:
+            `max_bytes` for the file, `max_pixels` for each rendered page.
     """
 
     max_bytes: int = 20 * MiB
@@ -76,10 +78,11 @@ class ImageLimits:
     allow_private_urls: bool = False
     allow_local_paths: bool = False
     formats: tuple[str, ...] = ("PNG", "JPEG", "MPO", "GIF", "WEBP", "BMP", "TIFF", "AVIF")
+    max_pdf_pages: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.max_pixels < 1 or self.min_side < 1:
-            raise ValueError("max_bytes, max_pixels and min_side must be positive")
+        if min(self.max_bytes, self.max_pixels, self.min_side, self.max_pdf_pages) < 1:
+            raise ValueError("max_bytes, max_pixels, min_side and max_pdf_pages must be positive")
         if self.fetch_timeout <= 0 or self.max_redirects < 0:
             raise ValueError("fetch_timeout must be positive and max_redirects >= 0")
 
@@ -107,9 +110,10 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _RESOLVER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="polyseek-dns")
 _HEADERS = {
     "User-Agent": "polyseek-image-fetch",
-    "Accept": "image/*",
-    "Accept-Encoding": "identity",  # images are compressed already; no gzip bombs
+    "Accept-Encoding": "identity",  # images and PDFs are compressed already; no gzip bombs
 }
+# what a fetch asks for, by the kind of thing it reads (error messages name the kind too)
+_ACCEPT = {"image": "image/*", "PDF": "application/pdf"}
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Ima
     if isinstance(source, bytes | bytearray | memoryview):
         return decode_image_bytes(bytes(source), limits)
     if isinstance(source, str):
-        data, origin = _read_reference(source, limits)
+        data, origin = read_reference(source, limits)
         declared = data_uri_type(source) if source.strip()[:5].lower() == "data:" else None
         try:
             return decode_image_bytes(data, limits, declared)
@@ -136,43 +140,45 @@ def load_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> Ima
     raise InvalidInput(f"expected an image reference, bytes or a PIL image, not {kind}")
 
 
-def _read_reference(source: str, limits: ImageLimits) -> tuple[bytes, str]:
-    """The bytes behind a reference, and how to name it in an error message."""
+def read_reference(source: str, limits: ImageLimits, kind: str = "image") -> tuple[bytes, str]:
+    """The encoded bytes behind a reference to an image (or a PDF: `kind="PDF"`), within
+    `limits` and behind the URL guard, and how to name the reference in an error message."""
     text = source.strip()
     if not text:
-        raise InvalidInput("image reference is empty")
+        raise InvalidInput(f"{kind} reference is empty")
     if text[:5].lower() == "data:":
-        return decode_data_uri(text, limits.max_bytes), "data URI"
+        return decode_data_uri(text, limits.max_bytes, kind), "data URI"
     scheme = _URL_SCHEME.match(text)
     if scheme:
         if scheme.group(1).lower() in ("http", "https"):
-            return fetch_url(text, limits), f"image URL {_show(text)}"
+            return fetch_url(text, limits, kind), f"{kind} URL {_show(text)}"
         raise InvalidInput(f"unsupported URL scheme {scheme.group(1)!r}: only http(s) is fetched")
     if limits.allow_local_paths and _is_file(text):
-        return read_local_file(text, limits.max_bytes), f"image file {_show(text)}"
+        return read_local_file(text, limits.max_bytes, kind), f"{kind} file {_show(text)}"
     if _BASE64_TEXT.fullmatch(text):
         path_like = "/" in text and len(text) < 256 and not limits.allow_local_paths
         hint = f" ({_show(text)}; local file paths are disabled)" if path_like else ""
-        return decode_base64(text, limits.max_bytes), f"base64 image data{hint}"
-    expected = "an http(s) URL, a data URI, base64 image data" + (
+        return decode_base64(text, limits.max_bytes, kind), f"base64 {kind} data{hint}"
+    expected = f"an http(s) URL, a data URI, base64 {kind} data" + (
         " or an existing file" if limits.allow_local_paths else " (local file paths are disabled)"
     )
-    raise InvalidInput(f"image reference {_show(text)} is not {expected}")
+    raise InvalidInput(f"{kind} reference {_show(text)} is not {expected}")
 
 
 # --- encoded bytes from each kind of source ------------------------------------------------
 
 
-def decode_data_uri(uri: str, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
+def decode_data_uri(uri: str, max_bytes: int = DEFAULT_LIMITS.max_bytes,
+                    kind: str = "image") -> bytes:
     """The payload of a `data:[<type>][;base64],<data>` URI (base64 or percent-encoded)."""
     header, comma, payload = uri.partition(",")
     if not comma:
         raise InvalidInput("malformed data URI: no ',' before the data")
     params = [p.strip().lower() for p in header[5:].split(";")[1:]]
     if "base64" in params:
-        return decode_base64(payload, max_bytes)
+        return decode_base64(payload, max_bytes, kind)
     data = urllib.parse.unquote_to_bytes(payload)
-    _check_byte_size(len(data), max_bytes)
+    _check_byte_size(len(data), max_bytes, kind)
     return data
 
 
@@ -192,26 +198,29 @@ def check_declared_type(declared: str | None, image_format: str | None) -> None:
                            f"{image_format} ({actual})")
 
 
-def decode_base64(text: str, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
+def decode_base64(text: str, max_bytes: int = DEFAULT_LIMITS.max_bytes,
+                  kind: str = "image") -> bytes:
     """Decode standard or URL-safe base64, tolerating line breaks and missing padding."""
     compact = "".join(text.split()).translate(str.maketrans("-_", "+/"))
-    _check_byte_size(len(compact) * 3 // 4, max_bytes)
+    _check_byte_size(len(compact) * 3 // 4, max_bytes, kind)
     if "=" not in compact:
         compact += "=" * (-len(compact) % 4)
     try:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise InvalidInput(f"invalid base64 image data: {error}") from None
+        raise InvalidInput(f"invalid base64 {kind} data: {error}") from None
 
 
-def read_local_file(path: str | Path, max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
+def read_local_file(path: str | Path, max_bytes: int = DEFAULT_LIMITS.max_bytes,
+                    kind: str = "image") -> bytes:
     """Read at most `max_bytes` of a local file (callers decide whether paths are allowed)."""
     try:
         with open(path, "rb") as file:
             data = file.read(max_bytes + 1)
     except OSError as error:
-        raise InvalidInput(f"cannot read image file {_show(str(path))}: {error.strerror}") from None
-    _check_byte_size(len(data), max_bytes)
+        raise InvalidInput(f"cannot read {kind} file {_show(str(path))}: {error.strerror}"
+                           ) from None
+    _check_byte_size(len(data), max_bytes, kind)
     return data
 
 
@@ -222,9 +231,9 @@ def _is_file(text: str) -> bool:
         return False
 
 
-def _check_byte_size(size: int, max_bytes: int) -> None:
+def _check_byte_size(size: int, max_bytes: int, kind: str = "image") -> None:
     if size > max_bytes:
-        raise InputTooLarge(f"image is larger than the {max_bytes:,}-byte limit")
+        raise InputTooLarge(f"{kind} is larger than the {max_bytes:,}-byte limit")
 
 
 def _show(text: str, limit: int = 120) -> str:
@@ -322,39 +331,41 @@ def _resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:
     return addresses
 
 
-def fetch_url(url: str, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
-    """Download an image over http(s) within `limits`; every redirect hop is re-checked."""
+def fetch_url(url: str, limits: ImageLimits = DEFAULT_LIMITS, kind: str = "image") -> bytes:
+    """Download an image (or a PDF) over http(s) within `limits`; every redirect hop is
+    re-checked."""
     deadline = time.monotonic() + limits.fetch_timeout
     current = _parse_url(url)
     for hop in range(limits.max_redirects + 1):
         try:
             addresses = check_url_allowed(
-                str(current), limits.allow_private_urls, _remaining(deadline, url, limits)
+                str(current), limits.allow_private_urls, _remaining(deadline, url, limits, kind)
             )
         except InvalidInput as error:
             if hop == 0:
                 raise
             raise InvalidInput(f"{error} (redirected from {_show(url)})") from None
         try:
-            with _get_pinned(current, addresses, _remaining(deadline, url, limits)) as response:
+            with _get_pinned(current, addresses, _remaining(deadline, url, limits, kind),
+                             _ACCEPT.get(kind, "*/*")) as response:
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECTS and location:
                     current = current.join(location)
                     continue
                 if response.status_code != 200:
                     reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-                    raise _fetch_error(url, reason)
-                return _read_capped(response, url, deadline, limits)
+                    raise _fetch_error(url, reason, kind)
+                return _read_capped(response, url, deadline, limits, kind)
         except httpx.TimeoutException:
-            raise _timed_out(url, limits) from None
+            raise _timed_out(url, limits, kind) from None
         except (httpx.HTTPError, httpx.InvalidURL) as error:
-            raise _fetch_error(url, str(error) or type(error).__name__) from None
-    raise _fetch_error(url, f"more than {limits.max_redirects} redirects")
+            raise _fetch_error(url, str(error) or type(error).__name__, kind) from None
+    raise _fetch_error(url, f"more than {limits.max_redirects} redirects", kind)
 
 
 @contextmanager
 def _get_pinned(
-    url: httpx.URL, addresses: list[IPAddress], timeout: float
+    url: httpx.URL, addresses: list[IPAddress], timeout: float, accept: str = "image/*"
 ) -> Iterator[httpx.Response]:
     """Stream a GET of `url` from the first reachable approved address.
 
@@ -367,10 +378,10 @@ def _get_pinned(
         *others, last = addresses
         for address in others:
             with suppress(httpx.ConnectError):
-                response = client.send(_pinned_request(client, url, address), stream=True)
+                response = client.send(_pinned_request(client, url, address, accept), stream=True)
                 break
         else:
-            response = client.send(_pinned_request(client, url, last), stream=True)
+            response = client.send(_pinned_request(client, url, last, accept), stream=True)
         try:
             yield response
         finally:
@@ -383,46 +394,47 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _pinned_request(client: httpx.Client, url: httpx.URL, address: IPAddress) -> httpx.Request:
+def _pinned_request(client: httpx.Client, url: httpx.URL, address: IPAddress,
+                    accept: str) -> httpx.Request:
     return client.build_request(
         "GET",
         url.copy_with(host=str(address)),
-        headers={**_HEADERS, "Host": url.netloc.decode("ascii")},
+        headers={**_HEADERS, "Accept": accept, "Host": url.netloc.decode("ascii")},
         extensions={"sni_hostname": url.raw_host.decode("ascii")},
     )
 
 
 def _read_capped(
-    response: httpx.Response, url: str, deadline: float, limits: ImageLimits
+    response: httpx.Response, url: str, deadline: float, limits: ImageLimits, kind: str
 ) -> bytes:
     """Stream the body, stopping as soon as it passes `max_bytes` or the deadline."""
     declared = response.headers.get("content-length", "")
     if declared.isdigit():
-        _check_byte_size(int(declared), limits.max_bytes)
+        _check_byte_size(int(declared), limits.max_bytes, kind)
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
         size += len(chunk)
-        _check_byte_size(size, limits.max_bytes)
+        _check_byte_size(size, limits.max_bytes, kind)
         if time.monotonic() > deadline:
-            raise _timed_out(url, limits)
+            raise _timed_out(url, limits, kind)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _remaining(deadline: float, url: str, limits: ImageLimits) -> float:
+def _remaining(deadline: float, url: str, limits: ImageLimits, kind: str) -> float:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise _timed_out(url, limits)
+        raise _timed_out(url, limits, kind)
     return remaining
 
 
-def _timed_out(url: str, limits: ImageLimits) -> InvalidInput:
-    return _fetch_error(url, f"timed out after {limits.fetch_timeout:g} s")
+def _timed_out(url: str, limits: ImageLimits, kind: str = "image") -> InvalidInput:
+    return _fetch_error(url, f"timed out after {limits.fetch_timeout:g} s", kind)
 
 
-def _fetch_error(url: str, reason: str) -> InvalidInput:
-    return InvalidInput(f"cannot fetch image {_show(url)}: {reason}")
+def _fetch_error(url: str, reason: str, kind: str = "image") -> InvalidInput:
+    return InvalidInput(f"cannot fetch {kind} {_show(url)}: {reason}")
 
 
 # --- decoding ------------------------------------------------------------------------------

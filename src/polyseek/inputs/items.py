@@ -1,4 +1,4 @@
-"""The two kinds of item an embedding request can carry."""
+"""The kinds of item an embedding request can carry."""
 
 from __future__ import annotations
 
@@ -17,9 +17,21 @@ class ImageItem:
     source: str
 
 
-Item = TextItem | ImageItem
+@dataclass(frozen=True)
+class PdfItem:
+    """A PDF by reference (an http(s) URL, a data URI or raw base64): one input per page."""
+
+    source: str
+
+
+Item = TextItem | ImageItem | PdfItem
 
 
 def is_image_string(value: str) -> bool:
     """A bare string in `input` is an image when it is a data URI of an image."""
     return value.startswith("data:image/")
+
+
+def is_pdf_string(value: str) -> bool:
+    """A bare string in `input` is a PDF when it is a data URI of a PDF."""
+    return value.startswith("data:application/pdf")

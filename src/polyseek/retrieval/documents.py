@@ -20,6 +20,7 @@ from PIL import Image
 
 from polyseek.inputs.chunking import hf_offsets
 from polyseek.inputs.images import load_image
+from polyseek.inputs.pdf import RENDER_SCALE, pdf_pages
 
 TEXT_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
 HTML_TYPE = "text/html"
@@ -34,7 +35,7 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp",
                ".tif": "image/tiff", ".tiff": "image/tiff"}
 PDF_TYPE = "application/pdf"
-PDF_RENDER_SCALE = 1.5  # 108 dpi: page images of a size image encoders tile well
+PDF_RENDER_SCALE = RENDER_SCALE  # 108 dpi: page images of a size image encoders tile well
 THUMBNAIL_SCALE = 0.4  # 29 dpi: a page preview for search results
 SNIFF_BYTES = 8192  # how much of a file of unknown type is read to tell text from binary
 
@@ -219,20 +220,12 @@ def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
 
 def pdf_chunks(path: Path, model, size: int, overlap: int) -> Iterator[Chunk]:
     """Text-layer chunks (text models) and page images (image models), page by page."""
-    import pypdfium2 as pdfium
-
     modalities = model.capabilities.modalities
     offsets = offsets_for(model)
-    pdf = pdfium.PdfDocument(path)
-    try:
-        for number, page in enumerate(pdf, start=1):
-            preview = page.render(scale=THUMBNAIL_SCALE).to_pil().convert("RGB")
-            if "text" in modalities:
-                text = page.get_textpage().get_text_range().replace("\r\n", "\n")
-                for piece in token_windows(text, offsets, size, overlap):
-                    yield Chunk(PDF_TYPE, text=piece, page=number, thumbnail=preview)
-            if "image" in modalities:
-                image = page.render(scale=PDF_RENDER_SCALE).to_pil().convert("RGB")
-                yield Chunk(PDF_TYPE, image=image, page=number, thumbnail=preview)
-    finally:
-        pdf.close()
+    for page in pdf_pages(path, text="text" in modalities, image="image" in modalities,
+                          scale=PDF_RENDER_SCALE, thumbnail_scale=THUMBNAIL_SCALE):
+        if page.text is not None:
+            for piece in token_windows(page.text, offsets, size, overlap):
+                yield Chunk(PDF_TYPE, text=piece, page=page.number, thumbnail=page.thumbnail)
+        if page.image is not None:
+            yield Chunk(PDF_TYPE, image=page.image, page=page.number, thumbnail=page.thumbnail)
