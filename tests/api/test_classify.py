@@ -4,6 +4,7 @@ across restarts, images on an image model, and every refusal with its status."""
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pdf_files import make_pdf
 from support import (
     CHAT_MODEL,
     DEFAULT_MODEL,
@@ -351,3 +353,19 @@ def test_concurrent_training_of_one_classifier_keeps_every_example(client):
     totals = sorted(d["total_samples"] for d in done)
     assert totals == [len(EXAMPLES) + 2, len(EXAMPLES) + 5] or \
         totals == [len(EXAMPLES) + 3, len(EXAMPLES) + 5]
+
+
+def test_a_pdf_is_classified_page_by_page(client):
+    """A PDF input (its text layer, for e5) gives one classification per page, each naming
+    its input and page; the inputs around it keep their own."""
+    pdf = make_pdf(["The goalkeeper saved a penalty in extra time.", "",
+                    "Riksdagen röstade om regeringens nya budget."])
+    response = client.post("/v1/classify", json={"model": DEFAULT_MODEL, "labels": TOPICS,
+        "input": ["Tillsätt smöret och låt såsen koka i tio minuter.",
+                  {"pdf": base64.b64encode(pdf).decode()}]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    check_shape(body, 3, TOPICS)
+    assert [(d.get("input_index"), d.get("page")) for d in body["data"]] == \
+        [(0, None), (1, 1), (1, 3)]
+    assert predictions(body) == ["cooking", "sport", "politics"]

@@ -25,7 +25,7 @@ from polyseek.runtime.classify import (
     ClassifierStore,
     zero_shot,
 )
-from polyseek.runtime.inputs import model_inputs
+from polyseek.runtime.inputs import ExpandedInputs, expanded_inputs, model_inputs
 
 router = APIRouter(prefix="/v1")
 
@@ -56,12 +56,15 @@ def _check_count(request: Request, count: int) -> None:
         raise InputTooLarge(f"{count} inputs; at most {limit} per request")
 
 
-def _objects(result: Classification) -> list[ClassificationObject]:
+def _objects(result: Classification, expanded: ExpandedInputs) -> list[ClassificationObject]:
     out = []
     for i, row in enumerate(result.probabilities):
         best = int(row.argmax())
+        origin = expanded.origins[i] if expanded.has_pages else None
         out.append(ClassificationObject(
-            index=i, prediction=result.labels[best], score=float(row[best]),
+            index=i, input_index=origin.index if origin else None,
+            page=origin.page if origin else None,
+            prediction=result.labels[best], score=float(row[best]),
             predictions=[LabelScore(label=label, score=float(p))
                          for label, p in zip(result.labels, row, strict=True)]))
     return out
@@ -83,13 +86,20 @@ async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse 
     model = classifier.model if classifier else body.model
     engine = registry.embedding_engine(model)
     _check_count(request, len(body.inputs()))
-    inputs = await model_inputs(body.items(), settings.image_limits, model,
-                                engine.capabilities.modalities)
-    if classifier:
-        result = await classifier.classify(engine, inputs, truncate=body.truncate)
-    else:
-        result = await zero_shot(engine, inputs, body.labels, truncate=body.truncate)
-    return ClassifyResponse(model=model, classifier_id=body.classifier_id, data=_objects(result),
+    expanded = await expanded_inputs(body.items(), settings.image_limits, model,
+                                     engine.capabilities.modalities, settings.max_inputs)
+    try:
+        if classifier:
+            result = await classifier.classify(engine, expanded.inputs, truncate=body.truncate)
+        else:
+            result = await zero_shot(engine, expanded.inputs, body.labels,
+                                     truncate=body.truncate)
+    except (InvalidInput, InputTooLarge) as error:
+        if expanded.has_pages:  # name the item and page, not the position among pages
+            raise expanded.relabel(error) from None
+        raise
+    return ClassifyResponse(model=model, classifier_id=body.classifier_id,
+                            data=_objects(result, expanded),
                             usage=Usage(total_tokens=result.n_tokens,
                                         prompt_tokens=result.n_tokens))
 

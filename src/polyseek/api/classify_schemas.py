@@ -77,7 +77,8 @@ class ClassifyRequest(RequestModel):
     classifier_id: ClassifierId = Field(None, description="a few-shot classifier from "
                                         "/v1/train, instead of labels")
     input: Annotated[list[InputValue], Field(min_length=1)] | InputValue = Field(
-        description="what to classify: the item forms of /v1/embeddings (texts and images)")
+        description="what to classify: the item forms of /v1/embeddings (texts, images, "
+        "PDFs: one result per page)")
     labels: Labels = Field(None, description="zero-shot: the class names (at least two, "
                            "unique), instead of classifier_id")
     truncate: bool = Field(False, description="cut inputs over the model's context instead "
@@ -107,7 +108,13 @@ class LabelScore(BaseModel):
 
 class ClassificationObject(BaseModel):
     object: Literal["classification"] = "classification"
-    index: int
+    index: int = Field(description="the result's position in `data`; without PDF inputs, "
+                       "also the position of its input")
+    input_index: int | None = Field(None, description="the position in `input` of the item "
+                                    "this result came from; on every result when the request "
+                                    "has a PDF")
+    page: int | None = Field(None, ge=1, description="the page (1-based) of a PDF input this "
+                             "result classifies; only on results from PDFs")
     prediction: str = Field(description="the label of the highest score")
     score: float = Field(description="the prediction's score")
     predictions: list[LabelScore] = Field(description="every label's score, in label order; "
