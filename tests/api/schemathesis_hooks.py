@@ -27,6 +27,7 @@ MODEL_FIELDS = {
     "/v1/chat/completions": {"model": CHAT_MODEL},
     "/v1/index": {"model": EMBEDDING_MODEL},
     "/v1/search": {"rerank": EMBEDDING_MODEL},
+    "/v1/segment": {"tokenizer": EMBEDDING_MODEL},
 }
 
 # Schema-valid requests the server refuses for reasons no schema can state: they depend on the

@@ -4,7 +4,7 @@ One chunker serves ingestion (chunk length in model tokens, with overlap) and /v
 (chunk length in characters). A chunk that is too long is split at the strongest boundary it
 holds, level by level: paragraphs (blank lines, Markdown headings), sentences (Latin `.!?…`
 before a space; CJK `。！？` with or without one; Devanagari `।॥`, Arabic `؟۔`, Armenian,
-Ethiopic, Myanmar and Tibetan ends), lines, clauses (`,;:` and CJK `，、；：`), words, and last
+Ethiopic, Myanmar and Tibetan ends; line breaks but those that wrap a sentence), lines, clauses (`,;:` and CJK `，、；：`), words, and last
 single characters or tokens (CJK text has no spaces). Pieces that fit are merged greedily
 within the level they were split at, so a chunk never mixes two paragraphs unless both fit.
 Chunks are (start, end) character spans of the text without surrounding whitespace.
@@ -28,6 +28,7 @@ SENTENCE = re.compile(
     rf"[.!?…‽][{_CLOSERS}]*\s+"  # Latin, Cyrillic, Greek, ...: a space after the end
     rf"|[。！？｡︒﹒﹖﹗．][{_CLOSERS}]*\s*"  # CJK: none needed
     r"|[।॥؟۔։።။།፧᙮]\s*"  # Devanagari and other Indic, Arabic/Urdu, Armenian, Ethiopic, ...
+    r"|\n\s*(?=[^\sa-zß-ÿа-яα-ω])"  # a line break, unless a lower-case word goes on after it
 )
 LINE = re.compile(r"\n\s*")
 CLAUSE = re.compile(rf"[,;:][{_CLOSERS}]*\s+|[，、；：︐︑︔﹐﹑﹔][{_CLOSERS}]*\s*")
