@@ -2,13 +2,18 @@
 
 One chunker serves ingestion (chunk length in model tokens, with overlap) and /v1/segment
 (chunk length in characters). A chunk that is too long is split at the strongest boundary it
-holds, level by level: paragraphs (blank lines, Markdown headings), sentences (Latin `.!?…`
-before a space; CJK `。！？` with or without one; Devanagari `।॥`, Arabic `؟۔`, Armenian,
-Ethiopic, Myanmar and Tibetan ends; line breaks but those that wrap a sentence), lines, clauses (`,;:` and CJK `，、；：`), words, and last
-single characters or tokens (CJK text has no spaces). Pieces that fit are merged greedily
-within the level they were split at, so a chunk never mixes two paragraphs unless both fit.
-Chunks are (start, end) character spans of the text without surrounding whitespace.
-"""
+holds, level by level:
+
+1. paragraphs: blank lines, and the line before a Markdown heading;
+2. sentences: Latin `.!?…` before a space; CJK `。！？` with or without one; Devanagari
+   `।॥`, Arabic `؟۔`, Armenian, Ethiopic, Myanmar and Tibetan ends; line breaks, but those
+   that wrap a sentence (a lower-case word goes on after them);
+3. lines; 4. clauses: `,;:` and CJK `，、；：`; 5. words;
+6. single characters or tokens (CJK text has no spaces), never before a combining mark.
+
+Pieces that fit are merged greedily within the level they were split at, so a chunk never
+mixes two paragraphs unless both fit. Chunks are (start, end) character spans of the text
+without surrounding whitespace."""
 
 from __future__ import annotations
 

@@ -39,6 +39,26 @@ def _private(tokenizer) -> Tokenizer:
         return _copies[id(tokenizer)][1]
 
 
+def _fast_tokenizer(registry: ModelRegistry, name: str):
+    tokenizer = getattr(getattr(registry.engine(name), "model", None), "tokenizer", None)
+    return tokenizer if getattr(tokenizer, "is_fast", False) else None
+
+
+def prepare_tokenizers(registry: ModelRegistry, stop: threading.Event) -> None:
+    """Copy each served model's tokenizer as soon as the model is ready (a few seconds for a
+    large vocabulary), so that no request waits for it; returns when all are done or `stop`
+    is set. Run on a thread of its own."""
+    pending = list(registry.names)
+    while pending and not stop.is_set():
+        for name in list(pending):
+            state = registry.entries[name].state
+            if state == "ready" and (tokenizer := _fast_tokenizer(registry, name)):
+                _private(tokenizer)
+            if state != "loading":
+                pending.remove(name)
+        stop.wait(0.2)
+
+
 def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, Tokenizer]:
     """(name, tokenizer) of a served model (the first one when `name` is None); InvalidInput
     naming the tokenizers there are, ModelLoading while the model loads."""
@@ -47,9 +67,8 @@ def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, Token
     if name not in names:
         raise InvalidInput(f"unknown tokenizer {name!r}; available tokenizers (the served "
                            f"models'): {', '.join(names)}", ("tokenizer",))
-    model = getattr(registry.engine(name), "model", None)
-    tokenizer = getattr(model, "tokenizer", None)
-    if not getattr(tokenizer, "is_fast", False):
+    tokenizer = _fast_tokenizer(registry, name)
+    if tokenizer is None:
         raise InvalidInput(f"model {name!r} has no tokenizer that maps tokens to text",
                            ("tokenizer",))
     return name, _private(tokenizer)
