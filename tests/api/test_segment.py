@@ -135,6 +135,7 @@ def test_head_and_tail_keep_the_first_or_last_tokens(client):
 @pytest.mark.parametrize(("body", "field", "says"), [
     ({"content": ""}, "content", "at least 1 character"),
     ({"content": " \n\t"}, "content", "pattern"),
+    ({"content": "潮" * 1_000_001}, "content", "at most 1000000 characters"),
     ({"content": "x", "tokenizer": "cl100k_base"}, "tokenizer", "available tokenizers"),
     ({"content": "x", "max_chunk_length": 0}, "max_chunk_length", "greater than or equal"),
     ({"content": "x", "max_chunk_length": "100"}, "max_chunk_length", "integer"),
@@ -161,6 +162,7 @@ def test_the_route_is_documented(client):
     request = schema["components"]["schemas"]["SegmentRequest"]
     assert request["not"] == {"required": ["head", "tail"]}
     assert request["properties"]["content"]["pattern"] == r"\S"
+    assert request["properties"]["content"]["maxLength"] == 1_000_000
     assert request["properties"]["max_chunk_length"]["minimum"] == 1
     response = schema["components"]["schemas"]["SegmentResponse"]
     assert {"num_tokens", "tokenizer", "tokens", "chunks", "chunk_positions"} <= \

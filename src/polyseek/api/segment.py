@@ -29,7 +29,9 @@ async def _lifespan(app: FastAPI):
 
 router = APIRouter(prefix="/v1", lifespan=_lifespan)
 
-Content = Annotated[str, Field(min_length=1, pattern=r"\S"), AfterValidator(encodable)]
+MAX_CONTENT = 1_000_000  # characters: a long book
+Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT, pattern=r"\S"),
+                    AfterValidator(encodable)]
 
 
 class SegmentRequest(RequestModel):
@@ -37,7 +39,8 @@ class SegmentRequest(RequestModel):
 
     model_config = ConfigDict(json_schema_extra={"not": {"required": ["head", "tail"]}})
 
-    content: Content = Field(description="the text to tokenize and chunk")
+    content: Content = Field(description="the text to tokenize and chunk (at most a million "
+                             "characters)")
     tokenizer: str | None = Field(None, description="a served model whose tokenizer counts "
                                   "the tokens (GET /v1/models); default the first served")
     return_tokens: bool = Field(False, description="return the tokens as [text, [ids]]")

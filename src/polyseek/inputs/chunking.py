@@ -4,7 +4,7 @@ One chunker serves ingestion (chunk length in model tokens, with overlap) and /v
 (chunk length in characters). A chunk that is too long is split at the strongest boundary it
 holds, level by level:
 
-1. paragraphs: blank lines, and the line before a Markdown heading;
+1. paragraphs: blank lines, and Markdown heading lines;
 2. sentences: Latin `.!?…` before a space; CJK `。！？` with or without one; Devanagari
    `।॥`, Arabic `؟۔`, Armenian, Ethiopic, Myanmar and Tibetan ends; line breaks, but those
    that wrap a sentence (a lower-case word goes on after them);
@@ -28,7 +28,9 @@ Offsets = Callable[[str], list[tuple[int, int]]]
 
 _CLOSERS = "\"'”’»)\\]」』）】》〉〕"
 # each level's separators; a piece ends where a separator match ends (whitespace is trimmed)
-PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*|\n(?=[ \t]{0,3}#{1,6}\s)")
+PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*"  # a blank line
+                       r"|\n(?=[ \t]{0,3}#{1,6}\s)"  # the break before a Markdown heading
+                       r"|(?m:^[ \t]{0,3}#{1,6}[ \t][^\n]*\n)")  # and the heading line
 SENTENCE = re.compile(
     rf"[.!?…‽][{_CLOSERS}]*\s+"  # Latin, Cyrillic, Greek, ...: a space after the end
     rf"|[。！？｡︒﹒﹖﹗．][{_CLOSERS}]*\s*"  # CJK: none needed
@@ -53,6 +55,11 @@ class Lengths(Protocol):
 
     def cuts(self, start: int, end: int) -> list[int]: ...
 
+    def reach(self, start: int, end: int, limit: int) -> int:
+        """The furthest cut (or `end`) a piece from `start` reaches within `limit`; past
+        `start` even when one unit is over it."""
+        ...
+
 
 class CharLengths:
     """Length in characters; any character boundary is a cut, but never before a combining
@@ -64,9 +71,22 @@ class CharLengths:
     def __call__(self, start: int, end: int) -> int:
         return end - start
 
+    def _cut_at(self, i: int) -> bool:
+        return not unicodedata.category(self.text[i]).startswith("M")
+
     def cuts(self, start: int, end: int) -> list[int]:
-        return [i for i in range(start + 1, end)
-                if not unicodedata.category(self.text[i]).startswith("M")]
+        return [i for i in range(start + 1, end) if self._cut_at(i)]
+
+    def reach(self, start: int, end: int, limit: int) -> int:
+        stop = min(start + limit, end)
+        back = stop
+        while start + 1 < back < end and not self._cut_at(back):
+            back -= 1
+        if back > start + 1 or stop == end or self._cut_at(back):
+            return back
+        while stop < end and not self._cut_at(stop):  # a character with many marks
+            stop += 1
+        return stop
 
 
 class TokenLengths:
@@ -80,6 +100,17 @@ class TokenLengths:
 
     def cuts(self, start: int, end: int) -> list[int]:
         return self.starts[bisect_right(self.starts, start):bisect_left(self.starts, end)]
+
+    def reach(self, start: int, end: int, limit: int) -> int:
+        first = bisect_left(self.starts, start)
+        if first + limit >= len(self.starts) or self.starts[first + limit] >= end:
+            return end
+        stop = self.starts[first + limit]
+        if stop > start:
+            return stop
+        later = bisect_right(self.starts, start)  # tokens sharing a start: past them all
+        return self.starts[later] if later < len(self.starts) and self.starts[later] < end \
+            else end
 
 
 def _trim(text: str, start: int, end: int) -> Span | None:
@@ -105,14 +136,11 @@ def _pieces(text: str, span: Span, separator: re.Pattern) -> list[Span]:
 def _hard_split(span: Span, limit: int, lengths: Lengths) -> list[Span]:
     """Greedy cuts at the finest positions: each piece as long as fits (at least one unit)."""
     start, end = span
-    cuts = [*lengths.cuts(start, end), end]
-    out, first = [], 0
+    out = []
     while start < end:
-        # lengths grow with the cut: the last cut that fits, or the next one if none does
-        fits = bisect_right(cuts, limit, lo=first, key=lambda c, s=start: lengths(s, c))
-        stop = max(fits, first + 1)
-        out.append((start, cuts[stop - 1]))
-        start, first = cuts[stop - 1], stop
+        stop = lengths.reach(start, end, limit)
+        out.append((start, stop))
+        start = stop
     return out
 
 
@@ -154,6 +182,8 @@ def _overlap_start(text: str, span: Span, budget: int, lengths: Lengths) -> int:
     """Where the tail of `span` at most `budget` long starts, at a sentence, clause or word
     start if one fits, else at a cut; span's end when nothing fits."""
     start, end = span
+    if lengths(start, end) <= budget:
+        return start
     for separator in (SENTENCE, CLAUSE, WORD):
         starts = [m.end() for m in separator.finditer(text, start, end) if m.end() < end]
         fitting = [s for s in starts if lengths(s, end) <= budget]
