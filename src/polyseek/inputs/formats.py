@@ -53,7 +53,8 @@ def _parse_html(html: str | bytes):
             html = html.decode("utf-8")
         except UnicodeDecodeError:
             return lxml.html.document_fromstring(html)
-    html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)  # lxml refuses str with a declaration
+    html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html.lstrip("\ufeff"))  # lxml refuses str with
+    # an encoding declaration
     return lxml.html.document_fromstring(html or "<html></html>")
 
 
