@@ -118,7 +118,8 @@ def test_cli_goes_through_the_server_that_serves_its_data(indexed, tmp_path):
         assert body["query"] == "what carves valleys in the mountains"
         hit = body["hits"][0]
         assert (Path(hit["path"]).name, hit["mime"]) == ("page.html", "text/html")
-        assert hit["text"] == "Mountains\nAlps\nGlaciers carve valleys & peaks."  # visible text
+        # the visible text, a paragraph per block
+        assert hit["text"] == "Mountains\n\nAlps\n\nGlaciers carve valleys & peaks."
         assert {Path(h["path"]).suffix for h in body["hits"]} <= {".html", ".rst"}
         assert [s["name"] for s in body["stages"]] == ["rescore", "sparse", "fusion", "rerank"]
         assert body["stages"][-1]["vector"] == "reranker"

@@ -28,6 +28,7 @@ MODEL_FIELDS = {
     "/v1/chat/completions": {"model": CHAT_MODEL},
     "/v1/index": {"model": EMBEDDING_MODEL},
     "/v1/search": {"rerank": EMBEDDING_MODEL},
+    "/v1/segment": {"tokenizer": EMBEDDING_MODEL},
     "/v1/classify": {"model": EMBEDDING_MODEL},
     "/v1/train": {"model": EMBEDDING_MODEL},
 }

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from polyseek import __version__
-from polyseek.api import chat, classify, embeddings, models, rerank, search, web
+from polyseek.api import chat, classify, embeddings, models, rerank, search, segment, web
 from polyseek.api.auth import has_valid_key, key_guard
 from polyseek.api.chat_schemas import exact_seed_bounds
 from polyseek.api.docs import docs_router
@@ -95,7 +95,7 @@ def create_app(settings: ServerSettings | None = None,
 
     keys = settings.api_keys
     for router in (embeddings.router, rerank.router, chat.router, models.router,
-                   search.router, classify.router):
+                   search.router, segment.router, classify.router):
         app.include_router(router, dependencies=key_guard(keys),
                            responses=UNAUTHORIZED if keys else None)
 

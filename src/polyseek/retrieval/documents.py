@@ -1,24 +1,25 @@
-"""Source files to chunks: text and Markdown by tokens, PDFs by page, images whole.
+"""Source files to chunks: text, Markdown, HTML, DOCX, EPUB and PDF text by the chunker
+(paragraphs and sentences kept whole where they fit), PDF pages and images whole.
 
-Which files are read: PDFs, images (for image models), and text: `.txt` and Markdown, HTML
-(its visible text), and any other file whose first bytes are UTF-8 text without NULs (source
-code, reStructuredText, JSON, CSV, README, LICENSE, ...). Everything else is skipped with a
-reason (`classify`); hidden files and folders are not looked at.
+Which files are read: PDFs, images (for image models), Word documents (`.docx`), EPUBs, and
+text: `.txt` and Markdown, HTML (its main text: no navigation, page chrome, scripts or
+styles), and any other file whose first bytes are UTF-8 text without NULs (source code,
+reStructuredText, JSON, CSV, README, LICENSE, ...). Everything else is skipped with a reason
+(`classify`); hidden files and folders are not looked at.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 from PIL import Image
 
-from polyseek.inputs.chunking import hf_offsets
+from polyseek.inputs.chunking import TokenLengths, chunk_with_overlap, hf_offsets, word_offsets
+from polyseek.inputs.formats import docx_text, epub_text, html_text
 from polyseek.inputs.images import load_image
 from polyseek.inputs.pdf import RENDER_SCALE, pdf_pages
 
@@ -35,6 +36,9 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".gif": "image/gif", ".bmp": "image/bmp",
                ".tif": "image/tiff", ".tiff": "image/tiff"}
 PDF_TYPE = "application/pdf"
+DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+EPUB_TYPE = "application/epub+zip"
+DOCUMENT_TYPES = {".pdf": PDF_TYPE, ".docx": DOCX_TYPE, ".epub": EPUB_TYPE}
 PDF_RENDER_SCALE = RENDER_SCALE  # 108 dpi: page images of a size image encoders tile well
 THUMBNAIL_SCALE = 0.4  # 29 dpi: a page preview for search results
 SNIFF_BYTES = 8192  # how much of a file of unknown type is read to tell text from binary
@@ -60,11 +64,11 @@ class Chunk:
 
 
 def mime_type(path: Path) -> str | None:
-    """The mime type of a file by its name: PDFs, images and the text types known by
+    """The mime type of a file by its name: PDF, DOCX, EPUB, images and the text types known by
     extension; None for anything else (which may still be text: see `classify`)."""
     suffix = path.suffix.lower()
-    if suffix == ".pdf":
-        return PDF_TYPE
+    if suffix in DOCUMENT_TYPES:
+        return DOCUMENT_TYPES[suffix]
     if suffix in HTML_SUFFIXES:
         return HTML_TYPE
     return TEXT_TYPES.get(suffix) or IMAGE_TYPES.get(suffix)
@@ -149,58 +153,25 @@ def token_windows(text: str, offsets: Offsets, size: int, overlap: int) -> list[
     return [c for c in chunks if c]
 
 
-def whitespace_offsets(text: str) -> list[tuple[int, int]]:
-    """Word offsets, for models without a fast tokenizer."""
-    return [m.span() for m in re.finditer(r"\S+", text)]
+whitespace_offsets = word_offsets  # for models without a fast tokenizer
 
 
 def offsets_for(model) -> Offsets:
     tokenizer = getattr(model, "tokenizer", None)
-    return hf_offsets(tokenizer) if getattr(tokenizer, "is_fast", False) else whitespace_offsets
+    return hf_offsets(tokenizer) if getattr(tokenizer, "is_fast", False) else word_offsets
+
+
+def chunk_texts(text: str, offsets: Offsets, size: int, overlap: int) -> list[str]:
+    """`text` cut by the chunker into pieces of at most `size` tokens, each after the first
+    starting with up to `overlap` tokens of the one before."""
+    lengths = TokenLengths(offsets(text))
+    return [text[s:e] for s, e in chunk_with_overlap(text, size, overlap, lengths)]
 
 
 def text_chunks(text: str, model, size: int, overlap: int,
                 mime: str = "text/plain") -> list[Chunk]:
-    """Overlapping token windows of `text`, each a chunk."""
-    return [Chunk(mime, text=c) for c in token_windows(text, offsets_for(model), size, overlap)]
-
-
-class _VisibleText(HTMLParser):
-    """The text a browser shows: no tags, scripts or styles; block elements on new lines."""
-
-    HIDDEN = {"script", "style", "template", "noscript"}
-    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "title",
-              "section", "article", "pre", "blockquote", "table", "ul", "ol", "dt", "dd"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0
-
-    def handle_starttag(self, tag: str, attrs) -> None:
-        if tag in self.HIDDEN:
-            self.hidden += 1
-        if tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.HIDDEN and self.hidden:
-            self.hidden -= 1
-        if tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.hidden:
-            self.parts.append(data)
-
-
-def html_text(html: str) -> str:
-    """The visible text of an HTML document, one block per line."""
-    parser = _VisibleText()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
+    """The chunks of `text` for `model`: see `chunk_texts`."""
+    return [Chunk(mime, text=c) for c in chunk_texts(text, offsets_for(model), size, overlap)]
 
 
 def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
@@ -213,9 +184,18 @@ def read_chunks(path: Path, model, size: int, overlap: int) -> list[Chunk]:
     if mime.startswith("image/"):
         picture = load_image(path.read_bytes())  # upright RGB, within the default limits
         return [Chunk(mime, image=picture, thumbnail=picture)]
-    text = path.read_text(encoding="utf-8")
-    return text_chunks(html_text(text) if mime == HTML_TYPE else text, model, size, overlap,
-                       mime)
+    return text_chunks(file_text(path, mime), model, size, overlap, mime)
+
+
+def file_text(path: Path, mime: str) -> str:
+    """The text of a text, HTML, DOCX or EPUB file."""
+    if mime == DOCX_TYPE:
+        return docx_text(path)
+    if mime == EPUB_TYPE:
+        return epub_text(path)
+    if mime == HTML_TYPE:
+        return html_text(path.read_bytes())
+    return path.read_text(encoding="utf-8")
 
 
 def pdf_chunks(path: Path, model, size: int, overlap: int) -> Iterator[Chunk]:
@@ -225,7 +205,7 @@ def pdf_chunks(path: Path, model, size: int, overlap: int) -> Iterator[Chunk]:
     for page in pdf_pages(path, text="text" in modalities, image="image" in modalities,
                           scale=PDF_RENDER_SCALE, thumbnail_scale=THUMBNAIL_SCALE):
         if page.text is not None:
-            for piece in token_windows(page.text, offsets, size, overlap):
+            for piece in chunk_texts(page.text, offsets, size, overlap):
                 yield Chunk(PDF_TYPE, text=piece, page=page.number, thumbnail=page.thumbnail)
         if page.image is not None:
             yield Chunk(PDF_TYPE, image=page.image, page=page.number, thumbnail=page.thumbnail)

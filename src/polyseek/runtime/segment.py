@@ -1,0 +1,116 @@
+"""Segmenting text: its tokens under a served model's tokenizer, and its chunks by the
+chunker ingestion uses (lengths in characters, as Jina's Segmenter counts them)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from polyseek.errors import InvalidInput
+from polyseek.inputs.chunking import Span, chunk_spans
+from polyseek.runtime.registry import ModelRegistry
+
+Token = tuple[str, list[int]]  # the text a token (or a run of tokens sharing it) covers, ids
+
+
+@dataclass
+class Segmentation:
+    num_tokens: int
+    tokens: list[Token] | None = None
+    chunk_positions: list[Span] | None = None  # character offsets into the content
+    chunks: list[str] | None = None
+
+
+_copies: dict[int, tuple[object, Tokenizer]] = {}
+_copies_lock = threading.Lock()
+
+
+def _private(tokenizer) -> Tokenizer:
+    """A copy of a fast tokenizer's backend without truncation or padding, all ours: the
+    model's own is reconfigured by each call that encodes for the model."""
+    with _copies_lock:
+        if id(tokenizer) not in _copies:
+            copy = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+            copy.no_truncation()
+            copy.no_padding()
+            _copies[id(tokenizer)] = (tokenizer, copy)
+        return _copies[id(tokenizer)][1]
+
+
+def _fast_tokenizer(registry: ModelRegistry, name: str):
+    tokenizer = getattr(getattr(registry.engine(name), "model", None), "tokenizer", None)
+    return tokenizer if getattr(tokenizer, "is_fast", False) else None
+
+
+def prepare_tokenizers(registry: ModelRegistry, stop: threading.Event) -> None:
+    """Copy each served model's tokenizer as soon as the model is ready (a few seconds for a
+    large vocabulary), so that no request waits for it; returns when all are done or `stop`
+    is set. Run on a thread of its own."""
+    pending = list(registry.names)
+    while pending and not stop.is_set():
+        for name in list(pending):
+            state = registry.entries[name].state
+            if state == "ready" and (tokenizer := _fast_tokenizer(registry, name)):
+                _private(tokenizer)
+            if state != "loading":
+                pending.remove(name)
+        stop.wait(0.2)
+
+
+def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, Tokenizer]:
+    """(name, tokenizer) of a served model (the first one when `name` is None); InvalidInput
+    naming the tokenizers there are, ModelLoading while the model loads."""
+    names = registry.names
+    name = names[0] if name is None and names else name
+    if name not in names:
+        raise InvalidInput(f"unknown tokenizer {name!r}; available tokenizers (the served "
+                           f"models'): {', '.join(names)}", ("tokenizer",))
+    tokenizer = _fast_tokenizer(registry, name)
+    if tokenizer is None:
+        raise InvalidInput(f"model {name!r} has no tokenizer that maps tokens to text",
+                           ("tokenizer",))
+    return name, _private(tokenizer)
+
+
+def _group(content: str, ids: list[int], offsets: list[tuple[int, int]]) -> list[Token]:
+    """Tokens as (text, ids): tokens that share characters (a word-start marker and its word,
+    the bytes of one emoji) make one entry."""
+    out: list[Token] = []
+    end = -1
+    for token, (s, e) in zip(ids, offsets, strict=True):
+        if out and (s < end or s == e):
+            text, group = out[-1]
+            if e > end:
+                text, end = text + content[end:e], e
+            out[-1] = (text, [*group, token])
+        else:
+            out.append((content[s:e], [token]))
+            end = e
+    return out
+
+
+def segment(tokenizer: Tokenizer, content: str, *, return_tokens: bool = False,
+            return_chunks: bool = False, max_chunk_length: int = 1000,
+            head: int | None = None, tail: int | None = None) -> Segmentation:
+    """Tokens (without special tokens) and chunks of `content`, or of its first `head` or
+    last `tail` tokens."""
+    encoded = tokenizer.encode(content, add_special_tokens=False)
+    ids, offsets = list(encoded.ids), list(encoded.offsets)
+    start, end = 0, len(content)
+    if head is not None and head < len(ids):
+        ids, offsets = ids[:head], offsets[:head]
+        end = max((e for _, e in offsets), default=0)
+    elif tail is not None and tail < len(ids):
+        ids, offsets = ids[-tail:], offsets[-tail:]
+        start = min((s for s, _ in offsets), default=end)
+    out = Segmentation(num_tokens=len(ids))
+    if return_tokens:
+        out.tokens = _group(content, ids, offsets)
+    if return_chunks:
+        part = content[start:end]
+        out.chunk_positions = [(start + s, start + e)
+                               for s, e in chunk_spans(part, max_chunk_length)]
+        out.chunks = [content[s:e] for s, e in out.chunk_positions]
+    return out
