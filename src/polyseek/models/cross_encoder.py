@@ -17,7 +17,7 @@ from polyseek.errors import InvalidInput
 from polyseek.models.base import EncodeJob, Input, pad_batch, score_pairs
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.hf_encoder import read_max_tokens
-from polyseek.models.text_encoder import text_of
+from polyseek.models.text_encoder import text_of, token_ids
 
 FAMILY = family_named("cross-encoder")
 
@@ -51,13 +51,13 @@ class CrossEncoder:
         text = text_of(query, 0, self.name)
         docs = [text_of(d, i, self.name) for i, d in enumerate(documents)]
         budget = self.capabilities.max_tokens
-        query_ids = self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+        query_ids = token_ids(self.tokenizer, text, add_special_tokens=True, truncation=False)
         if len(query_ids) > budget // 2:
             raise InvalidInput(f"the query has {len(query_ids)} tokens; at most {budget // 2} "
                                f"leave room for documents in {self.name!r}", ("query",))
-        encoded = self.tokenizer([text] * len(docs), docs, truncation="only_second",
-                                 max_length=budget)
-        return [EncodeJob(ids) for ids in encoded["input_ids"]]
+        pairs = token_ids(self.tokenizer, [text] * len(docs), docs, truncation="only_second",
+                          max_length=budget)
+        return [EncodeJob(ids) for ids in pairs]
 
     @torch.inference_mode()
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
