@@ -98,9 +98,15 @@ def server(port: int, log_path: Path, env: dict[str, str], trim: bool) -> Iterat
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict) -> int:
-    """POST until it is not a 429 (waiting Retry-After); the final status."""
+    """POST until it is not a 429 (waiting Retry-After); the final status.
+
+    A pooled connection the server closed while we waited (keep-alive expiry) is retried too.
+    """
     while True:
-        response = await client.post(path, json=body)
+        try:
+            response = await client.post(path, json=body)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            continue
         if response.status_code != 429:
             return response.status_code
         await asyncio.sleep(float(response.headers.get("retry-after", "1")))
