@@ -29,8 +29,6 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -39,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from serving import free_port, wait_healthy
+from serving import free_port, polyseek_server, wait_healthy
 
 EMBED_MODEL = "multilingual-e5-small"
 CHAT_MODEL = "smollm2-135m-instruct"
@@ -80,23 +78,11 @@ def sentence(rng: random.Random, words: int) -> str:
 @contextmanager
 def server(port: int, log_path: Path, env: dict[str, str], trim: bool) -> Iterator[int]:
     """`polyseek serve` on the default models in a subprocess; yields its pid."""
-    launcher = ["-c", TRIM_WRAPPER] if trim else ["-m", "polyseek"]
+    launcher = ("-c", TRIM_WRAPPER) if trim else ("-m", "polyseek")
     data = tempfile.mkdtemp(prefix="polyseek-memory-")
-    command = [sys.executable, *launcher, "serve", "--port", str(port), "--data", data,
-               "--log-level", "warning"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
-    try:
+    with polyseek_server(port, log_path, "--data", data, env=env, launcher=launcher) as proc:
         wait_healthy(f"http://127.0.0.1:{port}", proc)
         yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict, retry: bool = True) -> int:

@@ -23,10 +23,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def polyseek_server(port: int, log_path: Path, *args: str) -> Iterator[subprocess.Popen]:
-    """The server as a subprocess (output to `log_path`); terminated and reaped on exit."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "polyseek", "serve", "--port", str(port),
+def polyseek_server(port: int, log_path: Path, *args: str, env: dict[str, str] | None = None,
+                    launcher: tuple[str, ...] = ("-m", "polyseek"),
+                    ) -> Iterator[subprocess.Popen]:
+    """The server as a subprocess (output to `log_path`); terminated and reaped on exit.
+
+    env: added to this process's environment; launcher: Python's arguments before the CLI's."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, *launcher, "serve", "--port", str(port),
                "--log-level", "warning", *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
