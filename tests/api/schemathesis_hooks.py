@@ -24,7 +24,7 @@ MAX_TOKENS = 2  # the run tests the contract, not the model: replies stay a toke
 MODEL_FIELDS = {
     "/v1/embeddings": {"model": EMBEDDING_MODEL},
     "/v1/rerank": {"model": EMBEDDING_MODEL},
-    "/v1/chat/completions": {"model": CHAT_MODEL},
+    "/v1/chat/completions": {"model": CHAT_MODEL, "rerank": EMBEDDING_MODEL},
     "/v1/index": {"model": EMBEDDING_MODEL},
     "/v1/search": {"rerank": EMBEDDING_MODEL},
 }
@@ -42,6 +42,7 @@ CONTENT_DEPENDENT = re.compile("|".join([
     r"has no multi-vector output|does not support late chunking",
     r"-token context",
     r"was built with",
+    r"no text to search with",  # a grounded question of only whitespace (or only images)
 ]))
 
 
@@ -62,8 +63,8 @@ def before_call(context, case, kwargs):
     for field, value in MODEL_FIELDS.get(case.path, {}).items():
         if isinstance(body.get(field), str):
             body[field] = value
-    if case.path == "/v1/search" and isinstance(body.get("collection"), str) \
-            and _half(body["collection"]):
+    if case.path in ("/v1/search", "/v1/chat/completions") \
+            and isinstance(body.get("collection"), str) and _half(body["collection"]):
         body["collection"] = COLLECTION
     if case.path == "/v1/chat/completions":
         # valid limits over the cap are lowered and missing ones set; others left as they are
