@@ -61,7 +61,7 @@ def sources_of(hits: Sequence[Hit]) -> list[Source]:
 def question_of(messages: Sequence[ChatMessage]) -> tuple[int, str]:
     """The last user turn (its index) and its text: what is searched."""
     index = max(i for i, m in enumerate(messages) if m.role == "user")
-    text = " ".join(p for p in messages[index].content if isinstance(p, str)).strip()
+    text = "".join(p for p in messages[index].content if isinstance(p, str)).strip()
     if not text:
         raise InvalidInput("a grounded answer needs a question: the last user message has "
                            "no text to search with", ("messages", index, "content"))
@@ -86,13 +86,20 @@ def ground(messages: Sequence[ChatMessage], sources: Sequence[Source],
     """`messages` with the last user turn holding the instruction, the numbered sources (and
     their page `images`, each captioned with its number) above the question."""
     index, question = question_of(messages)
-    content: list[str | Image.Image] = [f"{INSTRUCTION}\n\n{sources_block(sources)}\n\n"]
+    parts: list[str | Image.Image] = [
+        *(p for p in messages[index].content if not isinstance(p, str)),  # the user's images
+        f"{INSTRUCTION}\n\n{sources_block(sources)}\n\n"]
     for source, image in images:
-        content += [f"Page image of source [{source.number}]:\n", image, "\n"]
-    content.append(f"\nQuestion: {question}")
+        parts += [f"Page image of source [{source.number}]:\n", image, "\n"]
+    parts.append(f"Question: {question}")
+    content: list[str | Image.Image] = []
+    for part in parts:  # adjacent text in one piece
+        if isinstance(part, str) and content and isinstance(content[-1], str):
+            content[-1] += part
+        else:
+            content.append(part)
     grounded = list(messages)
-    grounded[index] = ChatMessage("user", [*(p for p in messages[index].content
-                                             if not isinstance(p, str)), *content])
+    grounded[index] = ChatMessage("user", content)
     return grounded
 
 
