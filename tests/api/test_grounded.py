@@ -215,3 +215,20 @@ def test_an_image_reading_chat_model_is_given_the_pdf_pages(folder, tmp_path, e5
     assert pages == [1, 2] and without.json()["sources"] == with_pages.json()["sources"]
     assert with_pages.json()["usage"]["prompt_tokens"] > \
         without.json()["usage"]["prompt_tokens"] + 100
+
+
+def test_openapi_documents_the_extension(url):
+    schema = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    components = schema["components"]["schemas"]
+    request = components["ChatCompletionRequest"]
+    collection = request["properties"]["collection"]
+    assert "[1]" in collection["description"] and collection["anyOf"][0]["pattern"]
+    assert request["properties"]["top_k"]["anyOf"][0]["maximum"] == 20
+    assert request["if"] and request["then"]["properties"]["rerank"] == {"type": "null"}
+    for response in ("ChatCompletion", "ChatCompletionChunk"):
+        sources = components[response]["properties"]["sources"]
+        assert sources["anyOf"][0]["items"]["$ref"].endswith("/Source")
+    assert {"number", "path", "page", "chunk", "score", "cited"} <= set(
+        components["Source"]["properties"])
+    responses = schema["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert "no such collection" in responses["404"]["description"]

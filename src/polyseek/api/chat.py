@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -112,13 +113,11 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     sampling = SamplingParams(max_tokens=body.token_limit, temperature=body.temperature,
                               top_p=body.top_p, seed=body.seed, stop=tuple(body.stop))
     deltas = engine.stream(messages, sampling)
-    listed = None  # the sources with what the answer cites, once it is written
+    listed: Callable[[], list[dict]] | None = None  # the sources, once the answer is written
     if sources is not None:
         citations = CitationFilter(len(sources))
         deltas = cite(deltas, citations)
-
-        def listed() -> list[dict]:
-            return cited_sources(sources, citations.cited)
+        listed = partial(cited_sources, sources, citations.cited)
     first = await anext(deltas)  # bad input fails here, before a byte of the response is sent
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
