@@ -193,6 +193,12 @@ def test_filters_narrow_the_sources(sdk, folder):
         model=CHAT_MODEL, messages=ask("What causes the tides?"), temperature=0, max_tokens=2,
         extra_body={"collection": COLLECTION, "filters": [{"key": "extension", "match": ".pdf"}]})
     assert {s["path"] for s in result.model_extra["sources"]} == {str(docs / "report.pdf")}
+    nothing = sdk.chat.completions.create(
+        model=CHAT_MODEL, messages=ask("What causes the tides?"), temperature=0, max_tokens=8,
+        extra_body={"collection": COLLECTION, "filters": [{"key": "extension",
+                                                           "match": ".docx"}]})
+    assert nothing.model_extra["sources"] == []
+    assert citation_numbers(nothing.choices[0].message.content) == []
 
 
 def test_an_image_reading_chat_model_is_given_the_pdf_pages(folder, tmp_path, e5):
