@@ -14,6 +14,7 @@ from polyseek.retrieval.citations import (
     citation_numbers,
     cite,
     filter_citations,
+    supporting_sources,
 )
 
 
@@ -77,3 +78,25 @@ def test_cite_rewrites_a_delta_stream_and_flushes_with_the_last_delta():
     assert "".join(d.text for d in out) == "Moon and [1"
     assert (out[-1].finish_reason, out[-1].prompt_tokens, out[-1].completion_tokens) == (
         "stop", 9, 3)
+
+
+SOURCES = ["Tides are caused by the gravitational pull of the Moon on the oceans.",
+           "Lava is molten rock that flows from an erupting volcano."]
+
+
+def test_an_answer_that_cites_nothing_cites_the_sources_that_hold_its_sentences():
+    answer = ("The tides are caused by the gravitational pull of the Moon. The Earth is a "
+              "ball about 12700 km wide. Lava is molten rock.")
+    assert supporting_sources(answer, SOURCES) == [1, 2]
+    citations = CitationFilter(2, SOURCES)
+    out = citations.feed(answer[:40]) + citations.feed(answer[40:] + " [9]") + citations.flush()
+    assert out == answer + " [1, 2]" and citations.cited == {1, 2}
+    # unsupported sentences, or an answer that already cites, get nothing added
+    assert filter_citations("The Earth is a ball about 12700 km wide.", 2) == (
+        "The Earth is a ball about 12700 km wide.", set())
+    cited = CitationFilter(2, SOURCES)
+    assert cited.feed("Lava is molten rock [1].") + cited.flush() == "Lava is molten rock [1]."
+    unsupported = CitationFilter(2, SOURCES)
+    assert unsupported.feed("The Earth is round and wide.") + unsupported.flush() == \
+        "The Earth is round and wide."
+    assert supporting_sources("Yes. Moon.", SOURCES) == []  # too short to attribute

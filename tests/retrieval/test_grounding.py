@@ -30,7 +30,7 @@ def hit(path: str, text: str, page: int | None = None, mime: str = "text/plain",
     return Hit(f"id-{path}-{page}", score, path, page, 0, text, mime)
 
 
-def test_sources_are_numbered_above_the_question_of_the_last_user_turn():
+def test_sources_are_numbered_in_the_system_message_before_the_callers_own():
     messages = [ChatMessage("system", ["Be brief."]), ChatMessage("user", ["What is a tide?"]),
                 ChatMessage("assistant", ["A rise of the sea."]),
                 ChatMessage("user", ["What ", "causes it?"])]
@@ -38,17 +38,18 @@ def test_sources_are_numbered_above_the_question_of_the_last_user_turn():
                           hit("report.pdf", "x" * (SOURCE_CHARS + 50), page=3)])
     assert [s.number for s in sources] == [1, 2]
     grounded = ground(messages, sources)
-    assert grounded[:3] == messages[:3]  # earlier turns as they were
-    (prompt,) = grounded[3].content
-    assert grounded[3].role == "user" and prompt.endswith("\n\nQuestion: What causes it?")
-    one = prompt.index("[1] tides.txt\nThe Moon pulls the oceans.")
-    two = prompt.index("[2] report.pdf, page 3\n" + "x" * (SOURCE_CHARS - 1) + "…\n")
-    assert "like [1]" in prompt[:one] and one < two < prompt.index("Question:")
+    assert grounded[1:] == messages[1:]  # the turns as they were
+    (system,) = grounded[0].content
+    assert grounded[0].role == "system" and system.endswith("\n\nBe brief.")
+    one = system.index("[1] tides.txt\nThe Moon pulls the oceans.")
+    two = system.index("[2] report.pdf, page 3\n" + "x" * (SOURCE_CHARS - 1) + "…\n")
+    assert "like [1]" in system[:one] and one < two
 
 
-def test_no_hits_and_no_question():
-    (prompt,) = ground([ChatMessage("user", ["Anything?"])], [])[0].content
-    assert NO_SOURCES in prompt and "[1]" not in prompt.replace("like [1]", "")
+def test_no_system_message_no_hits_and_no_question():
+    grounded = ground([ChatMessage("user", ["Anything?"])], [])
+    assert [m.role for m in grounded] == ["system", "user"]
+    assert NO_SOURCES in grounded[0].content[0] and grounded[1].content == ["Anything?"]
     with pytest.raises(InvalidInput) as error:
         question_of([ChatMessage("user", ["hi"]), ChatMessage("user", [" "])])
     assert error.value.loc == ("messages", 1, "content")
@@ -72,6 +73,4 @@ def test_page_images_of_pdf_and_image_hits_one_per_page_best_first(tmp_path):
     page, photo, _ = (image for _, image in found)
     assert page.size == (918, 1188) and photo.size == (40, 30)  # 612x792 pt at 1.5
     grounded = ground([ChatMessage("user", ["When?"])], sources, found[:1])
-    content = grounded[0].content
-    assert content[0].endswith("Page image of source [1]:\n") and content[1] is page
-    assert content[2] == "\nQuestion: When?"
+    assert grounded[1].content == ["Page image of source [1]:\n", page, "\nWhen?"]

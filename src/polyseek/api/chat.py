@@ -115,7 +115,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request):
     deltas = engine.stream(messages, sampling)
     listed: Callable[[], list[dict]] | None = None  # the sources, once the answer is written
     if sources is not None:
-        citations = CitationFilter(len(sources))
+        citations = CitationFilter(len(sources), [s.text for s in sources])
         deltas = cite(deltas, citations)
         listed = partial(cited_sources, sources, citations.cited)
     first = await anext(deltas)  # bad input fails here, before a byte of the response is sent

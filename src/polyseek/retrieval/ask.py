@@ -50,7 +50,7 @@ async def ask_async(question: str, collection: str, model, generator, *, store: 
     sources = sources_of(found.hits)
     images = source_images(sources) if "image" in generator.capabilities.modalities else []
     messages = ground([ChatMessage("user", [question])], sources, images)
-    citations = CitationFilter(len(sources))
+    citations = CitationFilter(len(sources), [s.text for s in sources])
     text, finish = "", None
     async for delta in cite(_deltas(generator.generate(messages, sampling)), citations):
         text, finish = text + delta.text, delta.finish_reason

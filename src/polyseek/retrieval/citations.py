@@ -5,12 +5,15 @@ filter below rewrites every marker to the canonical `[n]` form with only the num
 map to a returned source, and drops a marker (and the space before it) that names none, so
 every citation left in the text refers to a source. It works on a stream: text is held back
 only from a `[` until the marker closes or cannot be one.
+
+An answer that cites nothing valid (the bundled 135M model rarely cites) is attributed when it
+ends: the sources that hold most of the words of one of its sentences are cited after it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 from polyseek.models.base import TextDelta
 
@@ -19,6 +22,26 @@ MARKER = re.compile(r"\[\s*(?:(?:sources?|refs?|ref\.)\s*)?(\d{1,4}(?:\s*[,;]\s*
                     r"refs?)\s*)?\d{1,4})*)\s*\]", re.IGNORECASE)
 NUMBER = re.compile(r"\d+")
 MAX_MARKER = 48  # characters held back while a `[` may still open a marker
+WORD = re.compile(r"\w{3,}")  # words that carry content (most function words are shorter)
+SENTENCE = re.compile(r"[^.!?\n。！？]+[.!?。！？]?")
+SUPPORT = 0.7  # share of a sentence's words one source must hold to be cited for it
+MIN_WORDS = 3  # shorter sentences are not attributed
+
+
+def supporting_sources(answer: str, texts: Sequence[str]) -> list[int]:
+    """The numbers (from 1) of the sources that hold at least SUPPORT of the words of a
+    sentence of `answer`, one per sentence (the best), in the order of the sentences."""
+    vocabularies = [{w.lower() for w in WORD.findall(text)} for text in texts]
+    found: list[int] = []
+    for sentence in SENTENCE.findall(answer):
+        words = {w.lower() for w in WORD.findall(sentence)}
+        if len(words) < MIN_WORDS or not vocabularies:
+            continue
+        shared = [len(words & vocabulary) for vocabulary in vocabularies]
+        best = max(range(len(shared)), key=shared.__getitem__)
+        if shared[best] / len(words) >= SUPPORT and best + 1 not in found:
+            found.append(best + 1)
+    return found
 
 
 def citation_numbers(text: str) -> list[int]:
@@ -28,11 +51,14 @@ def citation_numbers(text: str) -> list[int]:
 
 class CitationFilter:
     """Rewrites citation markers in streamed text for `count` sources (numbered from 1);
-    `cited` collects the numbers kept."""
+    `cited` collects the numbers kept. With the sources' `texts`, an answer that cites none
+    is attributed when it ends (`supporting_sources`)."""
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, texts: Sequence[str] = ()):
         self.count = count
+        self.texts = texts
         self.cited: set[int] = set()
+        self._written: list[str] = []  # the text released so far
         self._space = ""  # whitespace held back: dropped with a marker that names nothing
         self._marker = ""  # text from a `[` on, while it may still be a marker
 
@@ -41,7 +67,9 @@ class CitationFilter:
         out: list[str] = []
         for char in text:
             self._take(char, out)
-        return "".join(out)
+        released = "".join(out)
+        self._written.append(released)
+        return released
 
     def flush(self) -> str:
         """The text still held back (the stream ended)."""
@@ -53,7 +81,14 @@ class CitationFilter:
             self._release(held, out)
         out.append(self._space)
         self._space = ""
-        return "".join(out)
+        if not self.cited and self.texts:
+            numbers = supporting_sources("".join(self._written + out), self.texts)
+            if numbers:
+                self.cited.update(numbers)
+                out.append(" [" + ", ".join(map(str, numbers)) + "]")
+        released = "".join(out)
+        self._written.append(released)
+        return released
 
     def _take(self, char: str, out: list[str]) -> None:
         if self._marker:

@@ -1,7 +1,8 @@
 """Grounded answers: search hits become numbered sources in the chat prompt.
 
 The question (the last user turn's text) is searched; its hits are numbered from 1 and put in
-that turn, above the question, with an instruction to cite them as `[1]`. For a chat model
+the system message with an instruction to cite them as `[1]` (a small model answers the
+question better there than with the sources in its turn). For a chat model
 that reads images, the pages of PDF hits (and image hits) go in as images too. What the model
 writes is then checked by `citations.CitationFilter`. No model and no HTTP here: the caller
 searches and generates.
@@ -83,24 +84,35 @@ def sources_block(sources: Sequence[Source]) -> str:
 
 def ground(messages: Sequence[ChatMessage], sources: Sequence[Source],
            images: Sequence[tuple[Source, Image.Image]] = ()) -> list[ChatMessage]:
-    """`messages` with the last user turn holding the instruction, the numbered sources (and
-    their page `images`, each captioned with its number) above the question."""
-    index, question = question_of(messages)
-    parts: list[str | Image.Image] = [
-        *(p for p in messages[index].content if not isinstance(p, str)),  # the user's images
-        f"{INSTRUCTION}\n\n{sources_block(sources)}\n\n"]
-    for source, image in images:
-        parts += [f"Page image of source [{source.number}]:\n", image, "\n"]
-    parts.append(f"Question: {question}")
+    """`messages` with the instruction and the numbered sources in the system message (before
+    the caller's own system text, if any), and the sources' page `images`, each captioned with
+    its number, before the last user turn's content."""
+    index, _ = question_of(messages)
+    grounded = list(messages)
+    if images:
+        pages: list[str | Image.Image] = []
+        for source, image in images:
+            pages += [f"Page image of source [{source.number}]:\n", image, "\n"]
+        grounded[index] = ChatMessage("user", joined([*pages, *messages[index].content]))
+    system = f"{INSTRUCTION}\n\n{sources_block(sources)}"
+    first = next((i for i, m in enumerate(grounded) if m.role == "system"), None)
+    if first is None:
+        grounded.insert(0, ChatMessage("system", [system]))
+    else:
+        grounded[first] = ChatMessage("system", joined([system + "\n\n",
+                                                        *grounded[first].content]))
+    return grounded
+
+
+def joined(parts: Sequence[str | Image.Image]) -> list[str | Image.Image]:
+    """`parts` with adjacent text in one piece."""
     content: list[str | Image.Image] = []
-    for part in parts:  # adjacent text in one piece
+    for part in parts:
         if isinstance(part, str) and content and isinstance(content[-1], str):
             content[-1] += part
         else:
             content.append(part)
-    grounded = list(messages)
-    grounded[index] = ChatMessage("user", content)
-    return grounded
+    return content
 
 
 def source_images(sources: Sequence[Source], limit: int = MAX_SOURCE_IMAGES
