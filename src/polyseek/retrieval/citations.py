@@ -7,7 +7,8 @@ every citation left in the text refers to a source. It works on a stream: text i
 only from a `[` until the marker closes or cannot be one.
 
 An answer that cites nothing valid (the bundled 135M model rarely cites) is attributed when it
-ends: the sources that hold most of the words of one of its sentences are cited after it.
+ends: the sources that hold most of the words of one of its sentences are cited at its end
+(the text before is already streamed).
 """
 
 from __future__ import annotations
