@@ -1,5 +1,5 @@
-"""`polyseek` command line: serve, models, embed, chat, index, search, collections, push,
-eval."""
+"""`polyseek` command line: serve, models, embed, chat, index, search, ask, collections,
+push, eval."""
 
 from __future__ import annotations
 
@@ -479,6 +479,122 @@ def _search_here(query: str, collection: str, model: str | None, rerank: str | N
     except (PolyseekError, FileNotFoundError) as exc:  # FileNotFoundError: a bad model source
         raise _fail(exc) from exc
     return {**result.as_dict(), "model": spec.name}
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    collection: Annotated[str, typer.Option(help="the collection to answer from")],
+    top_k: Annotated[int, typer.Option("--top-k", help="sources to retrieve (1-20)")] = 5,
+    rerank: Annotated[str | None, typer.Option(
+        help="reranker NAME=SOURCE or SOURCE (through a server: a model it serves)")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="chat model: NAME=SOURCE or SOURCE (default: bundled SmolLM2; "
+        "through a server: a chat model it serves, by default its first)")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        help="keep sources whose field matches, as in `polyseek search`; repeatable")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="answer length limit")] = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    data: DataOption = Path("polyseek-data"),
+    qdrant_url: QdrantUrlOption = None,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Answer a question from a collection, citing the passages used as [1], [2] ...
+
+    Through the server that serves --data (or --server) when one runs, else in this process
+    (loading the collection's model and the chat model)."""
+    from polyseek.errors import PolyseekError
+    from polyseek.retrieval.filters import parse_condition
+
+    if not question.strip():
+        raise _fail("the question is empty")
+    if not 1 <= top_k <= 20:
+        raise _fail("--top-k must be between 1 and 20")
+    try:
+        conditions = [parse_condition(w) for w in where or []]
+    except (PolyseekError, ValueError) as exc:
+        raise _fail(exc) from exc
+    url = _server_for(server, data, qdrant_url)
+    sampling = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    if url:
+        body = _ask_server(url, api_key, question, collection, model, top_k, rerank,
+                           conditions, sampling)
+    else:
+        body = _ask_here(question, collection, model, top_k, rerank, conditions, sampling,
+                         data, qdrant_url)
+    if as_json:
+        typer.echo(json.dumps(body))
+        return
+    typer.echo(body["answer"].strip())
+    typer.echo("\nSources:" if body["sources"] else f"\n(no sources found in {collection!r})")
+    for source in body["sources"]:
+        where_from = source["path"] + (f" (page {source['page']})" if source["page"] else "")
+        typer.echo(f"{'*' if source['cited'] else ' '}[{source['number']}] "
+                   f"{source['score']:.4f}  {where_from}")
+
+
+def _ask_server(url: str, api_key: str | None, question: str, collection: str,
+                model: str | None, top_k: int, rerank: str | None, conditions: list,
+                sampling: dict) -> dict:
+    """`polyseek ask` through a server: /v1/chat/completions with the collection."""
+    from polyseek.client import ServerError
+
+    try:
+        with _client(url, api_key) as client:
+            if model:
+                name = _served_name(model)
+            else:
+                served = client.request("GET", "/v1/models")["data"]
+                chat = [m["id"] for m in served
+                        if (m.get("capabilities") or {}).get("kind") == "chat"]
+                if not chat:
+                    raise _fail(f"the server at {url} serves no chat model")
+                name = chat[0]
+            request = {"model": name, "messages": [{"role": "user", "content": question}],
+                       "collection": collection, "top_k": top_k,
+                       "rerank": _served_name(rerank) if rerank else None,
+                       "filters": [_filter_json(c) for c in conditions] or None,
+                       **{k: v for k, v in sampling.items() if v is not None}}
+            reply = client.request("POST", "/v1/chat/completions", request)
+    except ServerError as exc:
+        raise _fail(exc) from exc
+    choice = reply["choices"][0]
+    return {"answer": choice["message"]["content"], "finish_reason": choice["finish_reason"],
+            "sources": reply["sources"], "model": name}
+
+
+def _ask_here(question: str, collection: str, model: str | None, top_k: int,
+              rerank: str | None, conditions: list, sampling: dict, data: Path,
+              qdrant_url: str | None) -> dict:
+    """`polyseek ask` in this process: the collection's model, the reranker, the chat model."""
+    from polyseek.errors import PolyseekError
+    from polyseek.models import DEFAULT_CHAT_SOURCE, load_model
+    from polyseek.models.sampling import SamplingParams
+    from polyseek.retrieval import open_store
+    from polyseek.retrieval.ask import ask as run_ask
+
+    chat_spec = _specs([model or DEFAULT_CHAT_SOURCE])[0]
+    try:
+        with open_store(data, qdrant_url) as store:
+            built = store.spec(collection)
+            spec = _specs([f"{built.model}={built.source}"])[0]
+            encoder = load_model(spec.source, name=spec.name)
+            reranker = None
+            if rerank:
+                rerank_spec = _specs([rerank])[0]
+                reranker = load_model(rerank_spec.source, name=rerank_spec.name)
+            generator = load_model(chat_spec.source, name=chat_spec.name)
+            if generator.capabilities.kind != "chat":
+                raise _fail(f"--model: {chat_spec.source} is not a chat model")
+            answer = run_ask(question, collection, encoder, generator, store=store,
+                             sampling=SamplingParams(**sampling), top_k=top_k,
+                             rerank=reranker, where=conditions)
+    except (PolyseekError, ValueError, FileNotFoundError) as exc:  # bad sampling or source
+        raise _fail(exc) from exc
+    return {**answer.as_dict(), "model": chat_spec.name}
 
 
 def _served_name(spec: str) -> str:

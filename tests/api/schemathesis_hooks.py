@@ -25,7 +25,7 @@ MAX_TOKENS = 2  # the run tests the contract, not the model: replies stay a toke
 MODEL_FIELDS = {
     "/v1/embeddings": {"model": EMBEDDING_MODEL},
     "/v1/rerank": {"model": EMBEDDING_MODEL},
-    "/v1/chat/completions": {"model": CHAT_MODEL},
+    "/v1/chat/completions": {"model": CHAT_MODEL, "rerank": EMBEDDING_MODEL},
     "/v1/index": {"model": EMBEDDING_MODEL},
     "/v1/search": {"rerank": EMBEDDING_MODEL},
     "/v1/segment": {"tokenizer": EMBEDDING_MODEL},
@@ -52,6 +52,7 @@ CONTENT_DEPENDENT = re.compile("|".join([
     r"PDF data|PDF reference|not a PDF|PDF is|broken or unreadable PDF|of the PDF|"
     r"no text layer|pages, over the|cannot fetch PDF|resolves to|cannot resolve host|"
     r"invalid URL|unsupported URL scheme|has no host|DNS lookup",
+    r"no text to search with",  # a grounded question of only whitespace (or only images)
 ]))
 
 
@@ -72,8 +73,8 @@ def before_call(context, case, kwargs):
     for field, value in MODEL_FIELDS.get(case.path, {}).items():
         if isinstance(body.get(field), str):
             body[field] = value
-    if case.path == "/v1/search" and isinstance(body.get("collection"), str) \
-            and _half(body["collection"]):
+    if case.path in ("/v1/search", "/v1/chat/completions") \
+            and isinstance(body.get("collection"), str) and _half(body["collection"]):
         body["collection"] = COLLECTION
     if case.path in ("/v1/classify", "/v1/train") and isinstance(body.get("classifier_id"), str) \
             and _half(body["classifier_id"]):

@@ -13,7 +13,7 @@ from support import CHAT_MODEL, DEFAULT_MODEL
 STATUSES = {
     ("post", "/v1/embeddings"): {"200", "400", "413", "422", "429", "503"},
     ("post", "/v1/rerank"): {"200", "400", "413", "422", "429", "503"},
-    ("post", "/v1/chat/completions"): {"200", "400", "413", "422", "429", "503"},
+    ("post", "/v1/chat/completions"): {"200", "400", "404", "409", "413", "422", "429", "503"},
     ("post", "/v1/segment"): {"200", "413", "422", "503"},
     ("get", "/v1/models"): {"200"},
     ("get", "/v1/models/{name}"): {"200", "404", "422"},

@@ -366,3 +366,50 @@ def test_page_at_width(url: str, browser_page, width: int) -> None:
     # nothing went wrong on the way, and the favicon is inline (no /favicon.ico request)
     assert console == [] and failed == [] and bad == []
     assert not [u for u in requests if "favicon" in u]
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_page_grounded_chat_at_width(url: str, browser_page, width: int) -> None:
+    """"Search my documents": the chat answers from the collection picked under Search and
+    lists its sources under the answer, numbered as cited; the layout holds at both widths."""
+    from playwright.sync_api import expect
+
+    page = browser_page
+    page.set_viewport_size({"width": width, "height": 900})
+    console = []
+    page.on("console", lambda m: m.type == "error" and console.append(m.text))
+    page.on("pageerror", lambda e: console.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector('#collection option[value="web-notes"]', state="attached")
+    page.wait_for_selector(f'#chat-model option[value="{CHAT_MODEL}"]', state="attached")
+    page.select_option("#collection", "web-notes")
+    switch = page.get_by_role("switch", name="Search my documents")
+    expect(switch).not_to_be_checked()
+    switch.check()
+    check_layout(page, width)
+
+    page.fill("#chat-max-tokens", "8")
+    page.fill("#chat-input", "What causes the tides?")
+    with page.expect_response("**/v1/chat/completions") as answer:
+        page.click("#chat-send")
+    sent = answer.value.request.post_data_json
+    assert (sent["collection"], sent["stream"]) == ("web-notes", True)
+    sources = page.locator("#chat-log .sources li")
+    expect(sources).to_have_count(3, timeout=120_000)
+    expect(sources.first.locator(".path")).to_have_text("tides")
+    expect(page.locator("#chat-log .sources")).to_have_attribute(
+        "aria-label", "Sources from web-notes")
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=120_000)
+    expect(page.locator("#chat-error")).to_be_empty()
+    check_layout(page, width)
+
+    # switched off: a plain chat, no sources under the answer
+    switch.uncheck()
+    page.fill("#chat-input", "Say hello.")
+    with page.expect_response("**/v1/chat/completions") as plain:
+        page.click("#chat-send")
+    assert "collection" not in plain.value.request.post_data_json
+    expect(page.locator("#chat-log .msg.assistant")).to_have_count(2)
+    expect(page.locator("#chat-send")).to_be_enabled(timeout=120_000)
+    expect(page.locator("#chat-log .sources")).to_have_count(1)
+    assert console == []

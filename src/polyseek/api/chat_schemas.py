@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from polyseek.api.schemas import NonEmptyText, PositiveInt, RequestModel, Text, integral
+from polyseek.api.search import COLLECTION_PATTERN, FilterCondition
+from polyseek.retrieval.grounding import DEFAULT_SOURCES, MAX_SOURCES
 
 DEFAULT_MAX_TOKENS = 512
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
@@ -62,7 +64,19 @@ def exact_seed_bounds(document: dict) -> None:
             option["minimum"], option["maximum"] = SEED_RANGE
 
 
+RETRIEVAL_OPTIONS = ("top_k", "rerank", "filters")
+# without a collection (absent or null), the retrieval options are absent or null
+_OPTIONS_NEED_A_COLLECTION = {
+    "if": {"anyOf": [{"not": {"required": ["collection"]}},
+                     {"required": ["collection"], "properties": {"collection": {"type": "null"}}}]},
+    "then": {"properties": {name: {"type": "null"} for name in RETRIEVAL_OPTIONS}},
+}
+
+
 class ChatCompletionRequest(RequestModel):
+    model_config = ConfigDict(regex_engine="python-re",
+                              json_schema_extra=_OPTIONS_NEED_A_COLLECTION)
+
     model: str = Field(description="a served chat model (GET /v1/models)")
     messages: list[Message] = Field(
         min_length=1, description="at least one of them a user message",
@@ -82,6 +96,19 @@ class ChatCompletionRequest(RequestModel):
     stream: bool = Field(False, description="reply as server-sent events (text/event-stream)")
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="accepted for OpenAI compatibility, unused")
+    # polyseek's extension: grounded answers
+    collection: str | None = Field(
+        None, pattern=COLLECTION_PATTERN, description="polyseek extension: answer from this "
+        "collection. The last user message is searched (the default search mode), the hits "
+        "go into the prompt as numbered sources, the answer cites them as [1], and `sources` "
+        "lists them (on the last chunk when streamed). Citations that name no source are "
+        "removed")
+    top_k: Annotated[int, Field(ge=1, le=MAX_SOURCES), BeforeValidator(integral)] | None = Field(
+        None, description=f"with collection: sources to retrieve [default {DEFAULT_SOURCES}]")
+    rerank: str | None = Field(None, description="with collection: a served model that "
+                               "reranks the candidates")
+    filters: list[FilterCondition] | None = Field(
+        None, description="with collection: conditions every source meets, as in /v1/search")
 
     @field_validator("n", mode="before")
     @classmethod
@@ -102,6 +129,13 @@ class ChatCompletionRequest(RequestModel):
     def _has_a_user_turn(self):
         if not any(m.role == "user" for m in self.messages):
             raise ValueError("messages must contain a user message")
+        return self
+
+    @model_validator(mode="after")
+    def _options_need_a_collection(self):
+        given = [name for name in RETRIEVAL_OPTIONS if getattr(self, name) is not None]
+        if self.collection is None and given:
+            raise ValueError(f"{', '.join(given)}: retrieval options need a collection")
         return self
 
     @property
@@ -127,6 +161,24 @@ class CompletionUsage(BaseModel):
     total_tokens: int
 
 
+class Source(BaseModel):
+    """A passage a grounded answer was given, cited in it as [number]."""
+
+    number: int = Field(description="cited as [number]; 1 for the best hit")
+    id: str
+    path: str = Field(description="source file, or the document id given to /v1/index")
+    page: int | None = None
+    chunk: int
+    score: float
+    text: str
+    mime: str
+    thumbnail: str | None = Field(None, description="GET /v1/thumbnails/{thumbnail}")
+    cited: bool = Field(description="the answer cites it")
+
+
+SOURCES_DESCRIPTION = "with collection: the passages retrieved, numbered as cited"
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -134,6 +186,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: CompletionUsage
+    sources: list[Source] | None = Field(None, description=SOURCES_DESCRIPTION)
 
 
 class ChunkDelta(BaseModel):
@@ -159,3 +212,5 @@ class ChatCompletionChunk(BaseModel):
     usage: CompletionUsage | None = Field(
         None, description="with stream_options.include_usage: null on every chunk but the "
         "last, which has no choices")
+    sources: list[Source] | None = Field(
+        None, description=f"{SOURCES_DESCRIPTION}; on the last chunk only")

@@ -43,12 +43,15 @@ from polyseek.api.schemas import (
     integral,
     to_item,
 )
-from polyseek.errors import InputTooLarge
+from polyseek.errors import InputTooLarge, UnknownModel
+from polyseek.inputs.items import Item
 from polyseek.retrieval import (
     CollectionNotFound,
+    CollectionSpec,
     Condition,
     Document,
     Range,
+    SearchResult,
     Store,
     index_documents,
     open_store,
@@ -318,24 +321,36 @@ async def create_index(body: IndexRequest, request: Request) -> dict:
     400, 404, 409, 413, 429, 503, e400="the collection's model or the reranker is not served, "
     "or cannot embed or rerank", e404="no such collection", e413="an image over the limits"))
 async def create_search(body: SearchRequest, request: Request) -> SearchResponse:
-    registry, store = request.app.state.registry, request.app.state.store
-    spec = await store.run(Store.spec, body.collection)
-    engine = registry.embedding_engine(spec.model)
-    reranker = registry.rerank_engine(body.rerank) if body.rerank else None
-    item = to_item(body.query)
-    if reranker is not None:
-        refuse_images(body.rerank, reranker.capabilities.modalities, [item], [("query",)])
-    (query,) = await model_inputs([item], request.app.state.settings.image_limits, spec.model,
-                                  engine.capabilities.modalities, [("query",)])
-    result = await search_async(query, body.collection, EngineEncoder(engine),
-                                store=await store.get(), top_k=body.top_k, mode=body.mode,
-                                fusion=body.fusion, weights=body.weights,
-                                where=[f.condition() for f in body.filters],
-                                rerank=EngineScorer(reranker) if reranker else None,
-                                explain=body.explain)
+    spec, result = await run_search(request, body.collection, to_item(body.query),
+                                    top_k=body.top_k, mode=body.mode, fusion=body.fusion,
+                                    weights=body.weights, rerank=body.rerank,
+                                    where=[f.condition() for f in body.filters],
+                                    explain=body.explain)
     found = result.as_dict()
     return SearchResponse(collection=body.collection, model=spec.model, mode=result.mode,
                           hits=found["hits"], stages=found["stages"])
+
+
+async def run_search(request: Request, collection: str, item: Item, *, rerank: str | None,
+                     **options) -> tuple[CollectionSpec, SearchResult]:
+    """Search `collection` for `item` with the served model that built it (and the served
+    reranker `rerank`); `options` as `search_async`. Also what grounded chat retrieves with."""
+    registry, store = request.app.state.registry, request.app.state.store
+    spec = await store.run(Store.spec, collection)
+    if spec.model not in registry.entries:
+        raise UnknownModel(f"collection {collection!r} was built with model {spec.model!r}, "
+                           f"which this server does not serve; served models: "
+                           f"{', '.join(registry.names)}")
+    engine = registry.embedding_engine(spec.model)
+    reranker = registry.rerank_engine(rerank) if rerank else None
+    if reranker is not None:
+        refuse_images(rerank, reranker.capabilities.modalities, [item], [("query",)])
+    (query,) = await model_inputs([item], request.app.state.settings.image_limits, spec.model,
+                                  engine.capabilities.modalities, [("query",)])
+    result = await search_async(query, collection, EngineEncoder(engine),
+                                store=await store.get(),
+                                rerank=EngineScorer(reranker) if reranker else None, **options)
+    return spec, result
 
 
 def _collection_infos(store: Store) -> list[CollectionInfo]:
