@@ -143,11 +143,14 @@ def page_image(path: Path, mime: str, page: int | None) -> Image.Image | None:
         if mime == "application/pdf" and page is not None:
             import pypdfium2 as pdfium
 
-            pdf = pdfium.PdfDocument(path)
-            try:
-                return pdf[page - 1].render(scale=PDF_PAGE_SCALE).to_pil().convert("RGB")
-            finally:
-                pdf.close()
+            from polyseek.inputs.pdf import PDFIUM_LOCK
+
+            with PDFIUM_LOCK:  # PDFium is not thread-safe
+                pdf = pdfium.PdfDocument(path)
+                try:
+                    return pdf[page - 1].render(scale=PDF_PAGE_SCALE).to_pil().convert("RGB")
+                finally:
+                    pdf.close()
         if mime.startswith("image/"):
             from polyseek.inputs.images import load_image
 
