@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from polyseek.api.schemas import PositiveInt, RequestModel, encodable, error_responses
-from polyseek.runtime.segment import prepare_tokenizers, segment, tokenizer_for
+from polyseek.runtime.segment import segment, tokenizer_for
 
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI):
-    """Ready the served models' tokenizers for segmenting while the server runs."""
-    stop = threading.Event()
-    thread = threading.Thread(target=prepare_tokenizers, args=(app.state.registry, stop),
-                              name="segment-tokenizers", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
-router = APIRouter(prefix="/v1", lifespan=_lifespan)
+router = APIRouter(prefix="/v1")
 
 MAX_CONTENT = 1_000_000  # characters: a long book
 Content = Annotated[str, Field(min_length=1, max_length=MAX_CONTENT, pattern=r"\S"),

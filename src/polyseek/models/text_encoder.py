@@ -43,12 +43,17 @@ def text_of(item: Input, index: int, model_name: str) -> str:
 _TOKENIZER_LOCKS: dict[int, threading.Lock] = {}
 
 
-def token_ids(tokenizer, *texts: str | list[str], **options) -> list:
-    """`tokenizer(*texts, **options)["input_ids"]`, one call at a time per tokenizer: a fast
-    tokenizer sets its truncation on the shared Rust object for the call, so concurrent calls
-    (request threads) with different truncation would use each other's."""
+def locked_call(tokenizer, *texts: str | list[str], **options):
+    """`tokenizer(*texts, **options)`, one call at a time per tokenizer: a fast tokenizer sets
+    its truncation on the shared Rust object for the call, so concurrent calls (request
+    threads) with different truncation would use each other's."""
     with _TOKENIZER_LOCKS.setdefault(id(tokenizer), threading.Lock()):
-        return tokenizer(*texts, **options)["input_ids"]
+        return tokenizer(*texts, **options)
+
+
+def token_ids(tokenizer, *texts: str | list[str], **options) -> list:
+    """`locked_call(...)["input_ids"]`."""
+    return locked_call(tokenizer, *texts, **options)["input_ids"]
 
 
 def special_affixes(tokenizer) -> tuple[list[int], list[int]]:

@@ -3,13 +3,11 @@ chunker ingestion uses (lengths in characters, as Jina's Segmenter counts them).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-
-from tokenizers import Tokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.inputs.chunking import Span, chunk_spans
+from polyseek.models.text_encoder import locked_call
 from polyseek.runtime.registry import ModelRegistry
 
 Token = tuple[str, list[int]]  # the text a token (or a run of tokens sharing it) covers, ids
@@ -23,43 +21,12 @@ class Segmentation:
     chunks: list[str] | None = None
 
 
-_copies: dict[int, tuple[object, Tokenizer]] = {}
-_copies_lock = threading.Lock()
-
-
-def _private(tokenizer) -> Tokenizer:
-    """A copy of a fast tokenizer's backend without truncation or padding, all ours: the
-    model's own is reconfigured by each call that encodes for the model."""
-    with _copies_lock:
-        if id(tokenizer) not in _copies:
-            copy = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-            copy.no_truncation()
-            copy.no_padding()
-            _copies[id(tokenizer)] = (tokenizer, copy)
-        return _copies[id(tokenizer)][1]
-
-
 def _fast_tokenizer(registry: ModelRegistry, name: str):
     tokenizer = getattr(getattr(registry.engine(name), "model", None), "tokenizer", None)
     return tokenizer if getattr(tokenizer, "is_fast", False) else None
 
 
-def prepare_tokenizers(registry: ModelRegistry, stop: threading.Event) -> None:
-    """Copy each served model's tokenizer as soon as the model is ready (a few seconds for a
-    large vocabulary), so that no request waits for it; returns when all are done or `stop`
-    is set. Run on a thread of its own."""
-    pending = list(registry.names)
-    while pending and not stop.is_set():
-        for name in list(pending):
-            state = registry.entries[name].state
-            if state == "ready" and (tokenizer := _fast_tokenizer(registry, name)):
-                _private(tokenizer)
-            if state != "loading":
-                pending.remove(name)
-        stop.wait(0.2)
-
-
-def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, Tokenizer]:
+def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, object]:
     """(name, tokenizer) of a served model (the first one when `name` is None); InvalidInput
     naming the tokenizers there are, ModelLoading while the model loads."""
     names = registry.names
@@ -71,7 +38,7 @@ def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, Token
     if tokenizer is None:
         raise InvalidInput(f"model {name!r} has no tokenizer that maps tokens to text",
                            ("tokenizer",))
-    return name, _private(tokenizer)
+    return name, tokenizer
 
 
 def _group(content: str, ids: list[int], offsets: list[tuple[int, int]]) -> list[Token]:
@@ -91,13 +58,14 @@ def _group(content: str, ids: list[int], offsets: list[tuple[int, int]]) -> list
     return out
 
 
-def segment(tokenizer: Tokenizer, content: str, *, return_tokens: bool = False,
+def segment(tokenizer, content: str, *, return_tokens: bool = False,
             return_chunks: bool = False, max_chunk_length: int = 1000,
             head: int | None = None, tail: int | None = None) -> Segmentation:
     """Tokens (without special tokens) and chunks of `content`, or of its first `head` or
     last `tail` tokens."""
-    encoded = tokenizer.encode(content, add_special_tokens=False)
-    ids, offsets = list(encoded.ids), list(encoded.offsets)
+    encoded = locked_call(tokenizer, content, add_special_tokens=False, truncation=False,
+                          return_offsets_mapping=True, verbose=False)
+    ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
     start, end = 0, len(content)
     if head is not None and head < len(ids):
         ids, offsets = ids[:head], offsets[:head]
