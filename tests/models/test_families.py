@@ -48,3 +48,15 @@ def test_readme_model_table_is_the_generated_one():
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == families_markdown()
     assert families_markdown() in (REPO / "README.md").read_text()
+
+
+def test_readme_reranks_with_cross_encoders_only():
+    """Every rerank the README shows names a cross-encoder, never a bundled bi-encoder (it
+    would change nothing and cost seconds per query), and the README says why."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    named = set(re.findall(r'(?:"rerank": "|--rerank )([\w.-]+)', readme))
+    assert named, "the README shows no rerank"
+    assert not named & {"multilingual-e5-small", "all-MiniLM-L6-v2", "e5", "minilm"}, named
+    assert re.search(r"Do not\s+rerank\s+with\s+the\s+bi-encoder", readme)
