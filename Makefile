@@ -10,7 +10,7 @@ PORT ?= 8080
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup serve test lint bench
+.PHONY: setup serve test lint bench bench-venv
 
 setup: $(STAMP)
 
@@ -34,4 +34,15 @@ test: setup
 	$(BIN)/pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/embed_throughput.py
+	PYTHONPATH=src $(BIN)/python benchmarks/embed_throughput.py
+
+# Baseline (b) of the benchmark: sentence-transformers' ONNX backend needs optimum-onnx, whose
+# pins would move the main venv's transformers, so it gets a venv of its own.
+ST_ONNX := .venv-st-onnx
+bench-venv: $(ST_ONNX)/.installed
+
+$(ST_ONNX)/.installed:
+	$(PYTHON) -m venv $(ST_ONNX)
+	$(ST_ONNX)/bin/pip install --quiet torch==2.13.0
+	$(ST_ONNX)/bin/pip install --quiet 'sentence-transformers[onnx]' onnxruntime
+	touch $@

@@ -82,7 +82,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_healthy(base_url: str, timeout: float = 120.0, proc=None) -> None:
+def wait_until_healthy(base_url: str, timeout: float = 300.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
