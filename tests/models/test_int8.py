@@ -208,3 +208,17 @@ def test_the_family_table_names_the_int8_families():
     from polyseek.models.int8 import INT8_CLASSES
 
     assert {f.name for f in FAMILIES if "int8" in f.backends} == set(INT8_CLASSES)
+
+
+@pytest.mark.parametrize("source", sorted(DEFAULT_BACKEND))
+def test_eval_ndcg_on_int8_is_within_1_percent_of_fp32(source):
+    """`polyseek eval` on the bundled sv-en set: the dense pipeline's nDCG@10 on int8 within
+    1 % of float32's."""
+    from polyseek.eval import evaluate
+
+    from support import REPO
+
+    results = evaluate(REPO / "eval" / "sv-en", [f"fp32={source}@torch", f"int8={source}@int8"],
+                       dims=[128])
+    ndcg = {row["name"]: row["metrics"]["ndcg@10"] for row in results["pipelines"]}
+    assert ndcg["int8: full"] >= 0.99 * ndcg["fp32: full"], ndcg
