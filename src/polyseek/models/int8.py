@@ -3,10 +3,11 @@
 On first load the checkpoint's torch module is exported to ONNX (the TorchScript exporter, whose
 node names follow the module paths), every MatMul with a weight matrix is quantised to int8 per
 output channel (7-bit, see `REDUCE_RANGE`; activations are quantised per batch at run time,
-uint8) except the few in `FP32_NODES`, and the file is cached under `<cache>/int8/<dir>-<output>-<digest>/model.onnx`.
-The digest covers the checkpoint's files (names, sizes, modification times) and the recipe, so
-a changed source is exported again. The export is written to a staging directory and renamed
-into place: a reader never sees half of one.
+uint8) except the few in `FP32_NODES`, and the file is cached under
+`<cache>/int8/<dir>-<output>-<digest>/model.onnx`. The digest covers the checkpoint's files
+(names, sizes, modification times) and the recipe, so a changed source is exported again. The
+export is written to a staging directory and renamed into place: a reader never sees half of
+one.
 
 `Int8Encoder` serves encoder checkpoints (the `hf-encoder` family) with everything the torch
 encoder does (tasks, pooling, Matryoshka truncation, late chunking: pooling happens here, on
