@@ -31,13 +31,10 @@ def cpu_config() -> str:
 
 
 def work_directory(model_dir: Path) -> Path:
-    """The checkpoint's files linked into a directory of this run (the source stays as it is)."""
-    work = Path(tempfile.mkdtemp(prefix="st-onnx-"))
-    for path in model_dir.iterdir():
-        if path.is_dir():
-            shutil.copytree(path, work / path.name, symlinks=True)
-        else:
-            (work / path.name).symlink_to(path.resolve())
+    """A copy of the checkpoint for this run: the export writes beside its files (copied, not
+    linked, so that the source is never written through a link)."""
+    work = Path(tempfile.mkdtemp(prefix="st-onnx-")) / "model"
+    shutil.copytree(model_dir, work)
     return work
 
 
@@ -49,8 +46,9 @@ def quantized_model(model_dir: Path, config: str):
     work = work_directory(model_dir)
     exported = SentenceTransformer(str(work), backend="onnx", device="cpu")
     export_dynamic_quantized_onnx_model(exported, config, str(work))
-    return SentenceTransformer(str(work), backend="onnx", device="cpu",
-                               model_kwargs={"file_name": f"onnx/model_qint8_{config}.onnx"}), work
+    (quantized,) = (work / "onnx").glob(f"model_*_{config}.onnx")  # qint8 or quint8 weights
+    return SentenceTransformer(str(work), backend="onnx", device="cpu", model_kwargs={
+        "file_name": f"onnx/{quantized.name}"}), work
 
 
 def main() -> None:
@@ -79,7 +77,7 @@ def main() -> None:
                                convert_to_numpy=True)
         seconds = time.perf_counter() - start
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.parent, ignore_errors=True)
     np.save(args.vectors, np.asarray(vectors, np.float32))
     print(json.dumps({"seconds": seconds, "sentences": len(sentences),
                       "export_seconds": export_seconds, "config": config,
