@@ -10,8 +10,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from polyseek import load_model
 from polyseek.eval import evaluate
 
@@ -56,5 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
