@@ -70,7 +70,7 @@ def serve(
     backend: Annotated[str | None, typer.Option(
         help="torch (float32) or int8 (ONNX Runtime, exported and quantised on first load, "
         "cached) for every model whose SOURCE names no @BACKEND and whose family has it. "
-        "Default: per model, int8 for the bundled multilingual-e5-small, torch otherwise")
+        "Default: per model (DEFAULT_BACKEND); torch for the bundled models")
     ] = None,
     host: Annotated[str | None, typer.Option(
         help="Default 127.0.0.1; 0.0.0.0 when API keys are configured")] = None,

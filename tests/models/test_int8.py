@@ -12,7 +12,12 @@ import torch
 
 from polyseek import load_model
 from polyseek.errors import InputTooLarge, InvalidInput
-from polyseek.models import DEFAULT_BACKEND, DEFAULT_MODEL_SOURCE, default_backend, resolve_source
+from polyseek.models import (
+    DEFAULT_MODEL_SOURCE,
+    INT8_CANDIDATES,
+    default_backend,
+    resolve_source,
+)
 from polyseek.models.backends import NoBackend, split_backend
 from polyseek.models.checkpoint import cache_root
 from polyseek.models.int8 import int8_cache_dir
@@ -24,24 +29,24 @@ MIN_COSINE = 0.99  # to float32, for every one of 1,000 mixed sentences (issue 1
 
 @pytest.fixture(scope="module")
 def e5_int8():
-    """The default model as a user gets it: no backend named, so DEFAULT_BACKEND decides."""
-    return load_model(name=DEFAULT_MODEL)
+    return load_model(f"{DEFAULT_MODEL_SOURCE}@int8", name=DEFAULT_MODEL)
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_the_default_e5_runs_on_int8_and_minilm_on_torch(e5_int8):
+def test_backends_by_default_and_by_name(e5_int8):
     assert e5_int8.capabilities.backend == "int8"
-    assert DEFAULT_BACKEND == {DEFAULT_MODEL_SOURCE: "int8"}
+    assert load_model(name=DEFAULT_MODEL).capabilities.backend == default_backend(
+        DEFAULT_MODEL_SOURCE) == "torch"  # e5 misses the nDCG bar (see below)
     assert default_backend(MINILM_SOURCE) == "torch"
 
 
-@pytest.mark.parametrize("source", sorted(DEFAULT_BACKEND))
-def test_int8_default_is_within_cosine_099_on_1000_mixed_sentences(source):
-    """Where int8 is the default, each of 1,000 texts (24 languages, 1 to ~400 tokens) keeps
-    cosine >= 0.99 to the float32 vector, queries and passages alike."""
+@pytest.mark.parametrize("source", INT8_CANDIDATES)
+def test_int8_is_within_cosine_099_on_1000_mixed_sentences(source):
+    """Each of 1,000 texts (24 languages, 1 to ~400 tokens) keeps cosine >= 0.99 to the
+    float32 vector."""
     texts = mixed_sentences(1000)
     fp32 = load_model(f"{source}@torch")
     int8 = load_model(f"{source}@int8")
@@ -213,10 +218,10 @@ def test_the_family_table_names_the_int8_families():
     assert {f.name for f in FAMILIES if "int8" in f.backends} == set(INT8_CLASSES)
 
 
-@pytest.mark.parametrize("source", sorted(DEFAULT_BACKEND))
-def test_eval_ndcg_on_int8_is_within_1_percent_of_fp32(source):
-    """`polyseek eval` on the bundled sv-en set: the dense pipeline's nDCG@10 on int8 within
-    1 % of float32's."""
+@pytest.mark.parametrize("source", INT8_CANDIDATES)
+def test_the_default_backend_follows_the_eval_ndcg(source):
+    """`polyseek eval` on the bundled sv-en set: int8 is the default exactly when the dense
+    pipeline's nDCG@10 on int8 is within 1 % of float32's (e5: 0.761 against 0.771, so not)."""
     from polyseek.eval import evaluate
 
     from support import REPO
@@ -224,4 +229,5 @@ def test_eval_ndcg_on_int8_is_within_1_percent_of_fp32(source):
     results = evaluate(REPO / "eval" / "sv-en", [f"fp32={source}@torch", f"int8={source}@int8"],
                        dims=[128])
     ndcg = {row["name"]: row["metrics"]["ndcg@10"] for row in results["pipelines"]}
-    assert ndcg["int8: full"] >= 0.99 * ndcg["fp32: full"], ndcg
+    holds = ndcg["int8: full"] >= 0.99 * ndcg["fp32: full"]
+    assert holds == (default_backend(source) == "int8"), ndcg

