@@ -167,15 +167,14 @@ def list_models(
     if as_json:
         typer.echo(json.dumps(cards, indent=2))
         return
-    table = Table("model", "kind", "input", "tasks", "dimensions", "context", "multi-vector",
-                  "backend")
+    table = Table("model", "kind", "input", "tasks", "dimensions", "context", "multi-vector")
     table.columns[0].no_wrap = True
     for card in cards:
         c = card["capabilities"]
         dims = f"{c['min_dim']}-{c['dim']}" if c["dim"] else "-"
         table.add_row(card["id"], c["kind"], ",".join(c["modalities"]),
                       ",".join(c["tasks"]) or "-", dims, str(c["max_tokens"]),
-                      "yes" if c["multivector"] else "no", c["backend"])
+                      "yes" if c["multivector"] else "no")
     Console().print(table)
 
 
