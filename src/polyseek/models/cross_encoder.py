@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from polyseek.errors import InvalidInput
-from polyseek.models.base import EncodeJob, Input, pad_batch, score_pairs
+from polyseek.models.base import Capabilities, EncodeJob, Input, pad_batch, score_pairs
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.hf_encoder import read_max_tokens
 from polyseek.models.text_encoder import text_of, token_ids
@@ -22,22 +22,35 @@ from polyseek.models.text_encoder import text_of, token_ids
 FAMILY = family_named("cross-encoder")
 
 
+def cross_encoder_capabilities(config, tokenizer, directory: Path, name: str,
+                               backend: str = "torch") -> Capabilities:
+    """What a `*ForSequenceClassification` checkpoint declares, whichever backend runs it;
+    ValueError unless it has exactly one output."""
+    if config.num_labels != 1:
+        raise ValueError(f"{name}: a cross-encoder has one output, not {config.num_labels}")
+    return FAMILY.capabilities(
+        max_tokens=read_max_tokens(directory, config, tokenizer),
+        reranker="cross-encoder",
+        score="sigmoid",
+        backend=backend,
+        extras={"architecture": (config.architectures or [""])[0]},
+    )
+
+
+def segment_ids(ids: list[int], sep_id: int | None) -> list[int]:
+    """BERT segment ids of a pair: 0 up to and including the first [SEP], 1 after it."""
+    first = ids.index(sep_id) if sep_id in ids else len(ids) - 1
+    return [0] * (first + 1) + [1] * (len(ids) - first - 1)
+
+
 class CrossEncoder:
     def __init__(self, model, tokenizer, directory: Path, name: str = ""):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or directory.name
-        config = model.config
-        if config.num_labels != 1:
-            raise ValueError(f"{self.name}: a cross-encoder has one output, not "
-                             f"{config.num_labels}")
         self.pad_id = tokenizer.pad_token_id or 0
-        self.capabilities = FAMILY.capabilities(
-            max_tokens=read_max_tokens(directory, config, tokenizer),
-            reranker="cross-encoder",
-            score="sigmoid",
-            extras={"architecture": (config.architectures or [""])[0]},
-        )
+        self.capabilities = cross_encoder_capabilities(model.config, tokenizer, directory,
+                                                       self.name)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, name: str = "") -> CrossEncoder:
@@ -71,10 +84,7 @@ class CrossEncoder:
         return [row.float().numpy() for row in logits]
 
     def _token_types(self, ids: list[int]) -> list[int]:
-        """BERT segment ids: 0 up to and including the first [SEP], 1 after it."""
-        sep = self.tokenizer.sep_token_id
-        first = ids.index(sep) if sep in ids else len(ids) - 1
-        return [0] * (first + 1) + [1] * (len(ids) - first - 1)
+        return segment_ids(ids, self.tokenizer.sep_token_id)
 
     def score(self, query: Input, documents: Sequence[Input],
               batch_size: int = 32) -> list[float]:

@@ -126,6 +126,7 @@ class Family:
     checkpoint_key: Callable[[str], str | None] = _same_key
     tied: Callable[[torch.nn.Module], dict[str, str]] = _no_ties
     optional_modules: tuple[str, ...] = ()
+    backends: tuple[str, ...] = ("torch",)  # "int8": ONNX Runtime, polyseek.models.int8
 
     def resolve(self, name: str) -> Any:
         """A function or class of this family's module (imported on first use)."""
@@ -212,7 +213,8 @@ FAMILIES: tuple[Family, ...] = (
            "transformers `*ForSequenceClassification` encoders: bge-reranker, "
            "jina-reranker-v2",
            "reranks text (sigmoid of the logit), batched across requests",
-           is_cross_encoder, "cross_encoder", "CrossEncoder", "build_cross_encoder"),
+           is_cross_encoder, "cross_encoder", "CrossEncoder", "build_cross_encoder",
+           backends=("torch", "int8")),
     Family("hf-encoder", "embedding", ("text",),
            "transformers encoders (BERT, XLM-R, RoBERTa, DistilBERT, MPNet, ELECTRA, "
            "DeBERTa-v2), mean or CLS pooling: multilingual-e5-small (bundled default, from "
@@ -221,7 +223,8 @@ FAMILIES: tuple[Family, ...] = (
            "prompt names from `config_sentence_transformers.json` as tasks; dimensions 32 to "
            "native; late chunking; bi-encoder rerank; zero- and few-shot classification (e5: "
            "with its text-matching prompt)",
-           is_encoder, "hf_encoder", "HFEncoder", "build_encoder"),
+           is_encoder, "hf_encoder", "HFEncoder", "build_encoder",
+           backends=("torch", "int8")),
     Family("causal-lm", "chat", ("text",),
            "transformers decoder-only LMs (Llama, Qwen2/3, Mistral, Gemma, Phi-3), a directory "
            "or one GGUF file: SmolLM2-135M-Instruct (bundled default)",
@@ -260,8 +263,8 @@ def family_named(name: str) -> Family:
 
 def families_markdown() -> str:
     """The README's model table, one row per family."""
-    rows = ["| family | architecture and checkpoints | input | serves | what it can do |",
-            "|---|---|---|---|---|"]
+    rows = ["| family | architecture and checkpoints | input | serves | backends | "
+            "what it can do |", "|---|---|---|---|---|---|"]
     rows += [f"| {f.name} | {f.architecture} | {' + '.join(f.modalities)} | {f.kind} | "
-             f"{f.features} |" for f in FAMILIES]
+             f"{', '.join(f.backends)} | {f.features} |" for f in FAMILIES]
     return "\n".join(rows)

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from polyseek.models.base import EncodeJob, pad_batch
+from polyseek.models.base import Capabilities, EncodeJob, pad_batch
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.packed_encoder import (
     OFFSET_POSITION_TYPES,
@@ -68,6 +68,22 @@ def read_max_tokens(directory: Path, config, tokenizer) -> int:
     return min(limit, positions)
 
 
+def encoder_capabilities(config, tokenizer, directory: Path, prompts: dict[str, str],
+                         pooling: str, backend: str = "torch") -> Capabilities:
+    """What an encoder checkpoint declares, whichever backend runs it."""
+    return FAMILY.capabilities(
+        tasks=tuple(prompts),
+        dim=config.hidden_size,
+        min_dim=min(MIN_TRUNCATED_DIM, config.hidden_size),
+        max_tokens=read_max_tokens(directory, config, tokenizer),
+        pooling=pooling,
+        reranker="bi-encoder",
+        backend=backend,
+        extras={"architecture": (config.architectures or [config.model_type])[0],
+                "source": str(directory)},
+    )
+
+
 class HFEncoder(TextEncoder):
     """A text embedder over a transformers encoder, pooled as its checkpoint says."""
 
@@ -75,21 +91,12 @@ class HFEncoder(TextEncoder):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or directory.name
-        config = model.config
         self.pooling = read_pooling_mode(directory)
         self.packed = packed and supports_packing(model)
         self.prompts = read_prompts(directory)
         self.pad_id = tokenizer.pad_token_id or 0
-        self.capabilities = FAMILY.capabilities(
-            tasks=tuple(self.prompts),
-            dim=config.hidden_size,
-            min_dim=min(MIN_TRUNCATED_DIM, config.hidden_size),
-            max_tokens=read_max_tokens(directory, config, tokenizer),
-            pooling=self.pooling,
-            reranker="bi-encoder",
-            extras={"architecture": (config.architectures or [config.model_type])[0],
-                    "source": str(directory)},
-        )
+        self.capabilities = encoder_capabilities(model.config, tokenizer, directory,
+                                                 self.prompts, self.pooling)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, name: str = "",

@@ -21,6 +21,7 @@ from polyseek.models import (
     load_model,
     resolve_source,
 )
+from polyseek.models.backends import NoBackend, check_backend, split_backend
 from polyseek.models.base import Capabilities, Embedder, Generator, PairScorer
 from polyseek.runtime.batcher import Batcher, BatchLimits
 from polyseek.runtime.chat_engine import ChatEngine
@@ -34,33 +35,36 @@ log = logging.getLogger("polyseek.registry")
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: str
+    source: str  # may end in @torch / @int8, which wins over `backend`
+    backend: str | None = None  # the server's --backend, where the model's family has it
 
     @classmethod
-    def parse(cls, text: str) -> ModelSpec:
-        """NAME=SOURCE, or a bare SOURCE named after its last path component."""
+    def parse(cls, text: str, backend: str | None = None) -> ModelSpec:
+        """NAME=SOURCE[@BACKEND], or a bare SOURCE named after its last path component."""
         name, sep, source = text.partition("=")
         if not sep:
             source = text
-            name = text.rstrip("/").rsplit("/", 1)[-1]
+            name = split_backend(text)[0].rstrip("/").rsplit("/", 1)[-1]
         if not name or not source:
             raise ValueError(f"expected NAME=SOURCE, got {text!r}")
-        return cls(name, source)
+        split_backend(source)  # an unknown @BACKEND fails here, not at load time
+        return cls(name, source, check_backend(backend) if backend else None)
 
 
 DEFAULT_SPEC = ModelSpec(DEFAULT_MODEL_NAME, DEFAULT_MODEL_SOURCE)
 DEFAULT_CHAT_SPEC = ModelSpec(DEFAULT_CHAT_NAME, DEFAULT_CHAT_SOURCE)
 
 
-def default_specs() -> list[ModelSpec]:
-    """The embedded defaults: multilingual-e5-small embeddings, and SmolLM2 chat when its
-    package is there."""
+def default_specs(backend: str | None = None) -> list[ModelSpec]:
+    """The embedded defaults: multilingual-e5-small embeddings (on `backend` if given), and
+    SmolLM2 chat (torch) when its package is there."""
+    embedder = ModelSpec.parse(f"{DEFAULT_SPEC.name}={DEFAULT_SPEC.source}", backend)
     try:
         resolve_source(DEFAULT_CHAT_SOURCE)
     except FileNotFoundError as exc:
         log.warning("no default chat model: %s", exc)
-        return [DEFAULT_SPEC]
-    return [DEFAULT_SPEC, DEFAULT_CHAT_SPEC]
+        return [embedder]
+    return [embedder, DEFAULT_CHAT_SPEC]
 
 
 @dataclass
@@ -79,7 +83,16 @@ Loader = Callable[[ModelSpec], Embedder | Generator | PairScorer]
 
 
 def load_spec(spec: ModelSpec) -> Embedder | Generator | PairScorer:
-    return load_model(spec.source, name=spec.name)
+    """The model on its backend: SOURCE's @BACKEND, else the server's --backend where the
+    family has it (torch otherwise, with a warning), else the model's default."""
+    source, suffix = split_backend(spec.source)
+    if suffix or spec.backend is None:
+        return load_model(spec.source, name=spec.name)
+    try:
+        return load_model(source, name=spec.name, backend=spec.backend)
+    except NoBackend as exc:
+        log.warning("%s; serving it on torch", exc)
+        return load_model(source, name=spec.name, backend="torch")
 
 
 class ModelRegistry:
@@ -135,8 +148,8 @@ class ModelRegistry:
             entry.state = "ready"
             self.metrics.model_ready.labels(entry.spec.name).set(1)
             caps = model.capabilities
-            log.info("model %s ready in %.1f s (%s%s)", name, time.monotonic() - began, kind,
-                     f", {caps.dim} dimensions" if caps.dim else "")
+            log.info("model %s ready in %.1f s (%s%s, %s)", name, time.monotonic() - began,
+                     kind, f", {caps.dim} dimensions" if caps.dim else "", caps.backend)
         ready = sum(e.state == "ready" for e in self.entries.values())
         log.info("%d of %d models ready after %.1f s", ready, len(self.entries),
                  time.monotonic() - started)
