@@ -210,3 +210,25 @@ def mixed_sentences(n: int = 1000, seed: int = 13) -> list[str]:
         else:
             texts.append(" ".join(rng.choice(sentences) for _ in range(rng.randint(2, 12))))
     return texts
+
+
+def write_tiny_cross_encoder(directory: Path, hidden_size: int = 32) -> Path:
+    """A tiny random BERT cross-encoder (one relevance logit, 64-token context) with MiniLM's
+    tokenizer, saved as a checkpoint directory."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from polyseek.models import resolve_source
+
+    config = BertConfig(vocab_size=30522, hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=2 * hidden_size, num_labels=1,
+                        max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(directory)
+    source = resolve_source(MINILM_SOURCE)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        shutil.copy(source / name, directory / name)
+    return directory

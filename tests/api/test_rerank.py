@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import httpx
 import numpy as np
@@ -11,10 +10,14 @@ import pytest
 import torch
 
 from polyseek.api.app import ServerSettings, create_app
-from polyseek.models import resolve_source
 from polyseek.runtime.registry import ModelSpec
 
-from support import CHAT_MODEL, DEFAULT_MODEL, MINILM_SOURCE, serve_in_thread
+from support import (
+    CHAT_MODEL,
+    DEFAULT_MODEL,
+    serve_in_thread,
+    write_tiny_cross_encoder,
+)
 
 QUERY = "What is the capital of France?"
 DOCUMENTS = ["Bananas are rich in potassium.", "Paris is the capital and largest city of France.",
@@ -81,19 +84,7 @@ def test_models_that_cannot_rerank(client):
 
 @pytest.fixture(scope="module")
 def cross_encoder_dir(tmp_path_factory):
-    """A tiny random BERT cross-encoder (one relevance logit) with MiniLM's tokenizer."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("cross-encoder")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=64, num_labels=1,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    source = resolve_source(MINILM_SOURCE)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        shutil.copy(source / name, directory / name)
+    directory = write_tiny_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
     assert json.loads((directory / "config.json").read_text())["architectures"] == [
         "BertForSequenceClassification"]
     return directory

@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from polyseek import load_model
 from polyseek.errors import InputTooLarge, InvalidInput
@@ -16,13 +15,12 @@ from polyseek.models import (
     DEFAULT_MODEL_SOURCE,
     INT8_CANDIDATES,
     default_backend,
-    resolve_source,
 )
 from polyseek.models.backends import NoBackend, split_backend
 from polyseek.models.checkpoint import cache_root
 from polyseek.models.int8 import int8_cache_dir
 
-from support import DEFAULT_MODEL, MINILM_SOURCE, mixed_sentences
+from support import DEFAULT_MODEL, MINILM_SOURCE, mixed_sentences, write_tiny_cross_encoder
 
 MIN_COSINE = 0.99  # to float32, for every one of 1,000 mixed sentences (issue 13)
 
@@ -104,22 +102,7 @@ def test_minilm_int8_is_available_by_name_but_not_the_default():
 
 @pytest.fixture(scope="module")
 def cross_encoder_dir(tmp_path_factory):
-    """A tiny random BERT cross-encoder (one logit) with MiniLM's tokenizer."""
-    import shutil
-
-    from transformers import BertConfig, BertForSequenceClassification
-
-    directory = tmp_path_factory.mktemp("cross-encoder")
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=128, num_labels=1,
-                        max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    source = resolve_source(MINILM_SOURCE)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
-        shutil.copy(source / name, directory / name)
-    return directory
+    return write_tiny_cross_encoder(tmp_path_factory.mktemp("cross-encoder"), hidden_size=64)
 
 
 QUERY = "what is the capital of france"
