@@ -226,6 +226,26 @@ def test_classifiers_persist_across_restarts_and_failures_write_nothing(tmp_path
                                                "input": examples(MORE_EXAMPLES)})
         assert more.status_code == 200 and more.json()["total_samples"] == 12, more.text
 
+        # listed; a damaged file is a 409 that says what to do, listed with its error
+        (data / "classifiers" / "damaged.npz").write_bytes(saved[: len(saved) // 2])
+        damaged = client.post("/v1/classify", json={"classifier_id": "damaged", "input": "x"})
+        assert damaged.status_code == 409, damaged.text
+        assert "DELETE /v1/classifiers/damaged" in damaged.json()["error"]["message"]
+        listed = client.get("/v1/classifiers").json()["data"]
+        assert [(c["classifier_id"], c.get("total_samples"), c.get("labels")) for c in listed] \
+            == [(classifier, 12, [WEATHER, BAKING, MONEY]), ("damaged", 0, [])]
+        assert listed[0]["model"] == DEFAULT_MODEL and "error" not in listed[0]
+        assert "cannot be read" in listed[1]["error"]
+
+        for name in (classifier, "damaged"):
+            assert client.delete(f"/v1/classifiers/{name}").status_code == 204
+            gone = client.delete(f"/v1/classifiers/{name}")
+            assert gone.status_code == 404 and "unknown classifier" in gone.text
+        assert client.get("/v1/classifiers").json() == {"object": "list", "data": []}
+        assert list((data / "classifiers").iterdir()) == []
+        missing = client.post("/v1/classify", json={"classifier_id": classifier, "input": "x"})
+        assert missing.status_code == 404
+
 
 @pytest.mark.parametrize(("route", "body", "status", "says"), [
     ("/v1/classify", {"model": DEFAULT_MODEL, "input": "x", "labels": ["only"]}, 422,

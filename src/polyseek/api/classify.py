@@ -3,33 +3,39 @@ embedding model."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import Path as PathParam
 
 from polyseek.api.classify_schemas import (
     ClassificationObject,
+    ClassifierInfo,
+    ClassifierList,
     ClassifyRequest,
     ClassifyResponse,
     LabelScore,
     TrainRequest,
     TrainResponse,
 )
-from polyseek.api.errors import error_response
 from polyseek.api.schemas import Usage, error_responses
 from polyseek.errors import InputTooLarge, InvalidInput
 from polyseek.runtime.classify import (
+    CLASSIFIER_ID,
     Classification,
-    ClassifierNotFound,
+    Classifier,
     ClassifierStore,
+    ClassifierUnreadable,
     zero_shot,
 )
 from polyseek.runtime.inputs import ExpandedInputs, expanded_inputs, model_inputs
 
 router = APIRouter(prefix="/v1")
 
-ERRORS = error_responses(400, 413, 429, 503, e404="unknown classifier_id")
+ERRORS = error_responses(400, 413, 429, 503, e404="unknown classifier_id",
+                         e409="the classifier's file cannot be read: delete it, train again")
 
 
 def classifier_store(request: Request) -> ClassifierStore:
@@ -38,10 +44,6 @@ def classifier_store(request: Request) -> ClassifierStore:
     if getattr(state, "classifiers", None) is None:
         state.classifiers = ClassifierStore(Path(state.settings.data_dir) / "classifiers")
     return state.classifiers
-
-
-def _not_found(error: ClassifierNotFound) -> JSONResponse:
-    return error_response(404, str(error), "classifier_not_found")
 
 
 def _check_model(given: str | None, trained: str, classifier_id: str) -> None:
@@ -72,16 +74,13 @@ def _objects(result: Classification, expanded: ExpandedInputs) -> list[Classific
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS,
              response_model_exclude_none=True)
-async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse | JSONResponse:
+async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
     """Zero-shot against `labels`, or with a classifier trained by /v1/train."""
     registry = request.app.state.registry
     settings = request.app.state.settings
     classifier = None
     if body.classifier_id is not None:
-        try:
-            classifier = classifier_store(request).get(body.classifier_id)
-        except ClassifierNotFound as error:
-            return _not_found(error)
+        classifier = classifier_store(request).get(body.classifier_id)
         _check_model(body.model, classifier.model, classifier.id)
     model = classifier.model if classifier else body.model
     engine = registry.embedding_engine(model)
@@ -105,28 +104,49 @@ async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse 
 
 
 @router.post("/train", response_model=TrainResponse, responses=ERRORS)
-async def train(body: TrainRequest, request: Request) -> TrainResponse | JSONResponse:
+async def train(body: TrainRequest, request: Request) -> TrainResponse:
     """A new few-shot classifier from labelled examples, or more examples for one."""
     store = classifier_store(request)
     settings = request.app.state.settings
     model = body.model
     if body.classifier_id is not None:
-        try:
-            classifier = store.get(body.classifier_id)
-        except ClassifierNotFound as error:
-            return _not_found(error)
+        classifier = store.get(body.classifier_id)
         _check_model(body.model, classifier.model, classifier.id)
         model = classifier.model
     engine = request.app.state.registry.embedding_engine(model)
     _check_count(request, len(body.input))
     inputs = await model_inputs(body.items(), settings.image_limits, model,
                                 engine.capabilities.modalities)
-    try:
-        done = await store.train(engine, model, inputs, body.labels(), body.classifier_id,
-                                 truncate=body.truncate)
-    except ClassifierNotFound as error:  # removed while this request embedded
-        return _not_found(error)
+    done = await store.train(engine, model, inputs, body.labels(), body.classifier_id,
+                             truncate=body.truncate)
     classifier = done.classifier
     return TrainResponse(classifier_id=classifier.id, model=model, num_samples=done.n_examples,
                          total_samples=len(classifier.targets), labels=classifier.classes,
                          usage=Usage(total_tokens=done.n_tokens, prompt_tokens=done.n_tokens))
+
+
+def _info(classifier_id: str, found: Classifier | ClassifierUnreadable) -> ClassifierInfo:
+    if isinstance(found, ClassifierUnreadable):
+        return ClassifierInfo(classifier_id=classifier_id, model=None, labels=[],
+                              total_samples=0, created=None, updated=None, error=str(found))
+    return ClassifierInfo(classifier_id=found.id, model=found.model, labels=found.classes,
+                          total_samples=len(found.targets), created=found.created,
+                          updated=found.updated)
+
+
+@router.get("/classifiers", response_model=ClassifierList, response_model_exclude_none=True)
+async def list_classifiers(request: Request) -> ClassifierList:
+    """The few-shot classifiers trained on this server, oldest first."""
+    found = await asyncio.to_thread(classifier_store(request).list)
+    return ClassifierList(data=[_info(*pair) for pair in found])
+
+
+# checked by the store (its own pattern), stated here for the schema only
+ClassifierIdPath = Annotated[str, PathParam(json_schema_extra={"pattern": CLASSIFIER_ID})]
+
+
+@router.delete("/classifiers/{classifier_id}", status_code=204,
+               responses=error_responses(e404="unknown classifier_id"))
+async def delete_classifier(classifier_id: ClassifierIdPath, request: Request) -> None:
+    """Delete a few-shot classifier."""
+    classifier_store(request).delete(classifier_id)

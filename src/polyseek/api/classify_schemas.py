@@ -185,3 +185,20 @@ class TrainResponse(BaseModel):
     total_samples: int = Field(description="examples the classifier has been trained on")
     labels: list[str] = Field(description="every label the classifier knows, first seen first")
     usage: Usage
+
+
+class ClassifierInfo(BaseModel):
+    object: Literal["classifier"] = "classifier"
+    classifier_id: str
+    model: str | None = Field(description="null when the file cannot be read")
+    labels: list[str] = Field(description="every label it knows, first seen first")
+    total_samples: int = Field(description="examples it has been trained on")
+    created: int | None = Field(description="Unix seconds")
+    updated: int | None = Field(description="Unix seconds of the last training")
+    error: str | None = Field(None, description="why the classifier's file cannot be read; "
+                              "delete it and train again")
+
+
+class ClassifierList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ClassifierInfo]

@@ -21,11 +21,14 @@ from polyseek.errors import (
     WrongModelKind,
 )
 from polyseek.retrieval.store import CollectionNotFound, StoreBusy, StoreUnavailable
+from polyseek.runtime.classify import ClassifierNotFound, ClassifierUnreadable
 
 # error class -> (status, type)
 _STATUS: dict[type[PolyseekError], tuple[int, str]] = {
     UnknownModel: (400, "model_not_found"),
     CollectionNotFound: (404, "collection_not_found"),
+    ClassifierNotFound: (404, "classifier_not_found"),
+    ClassifierUnreadable: (409, "classifier_unreadable"),
     WrongModelKind: (400, "invalid_request_error"),
     InputTooLarge: (413, "input_too_large"),
     Overloaded: (429, "overloaded"),

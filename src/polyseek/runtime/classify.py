@@ -39,6 +39,10 @@ class ClassifierNotFound(PolyseekError):
     """No classifier of that id under the data directory (HTTP 404)."""
 
 
+class ClassifierUnreadable(PolyseekError):
+    """The classifier's file exists but cannot be read (HTTP 409): delete it, train again."""
+
+
 def classification_task(capabilities: Capabilities) -> str | None:
     """The task a model embeds classification inputs and labels with: its "classification"
     task (jina-embeddings-v3), else "text-matching" (e5's "query: ", v4's matching adapter),
@@ -143,6 +147,30 @@ class ClassifierStore:
         self._cache[classifier_id] = (key, classifier)
         return classifier
 
+    def list(self) -> list[tuple[str, Classifier | ClassifierUnreadable]]:
+        """Every classifier by id, oldest first; an unreadable file as its error, last."""
+        found: list[tuple[str, Classifier | ClassifierUnreadable]] = []
+        paths = self.root.glob("*.npz") if self.root.is_dir() else []
+        for path in paths:
+            try:
+                found.append((path.stem, self.get(path.stem)))
+            except ClassifierUnreadable as error:
+                found.append((path.stem, error))
+            except ClassifierNotFound:  # deleted meanwhile, or not a classifier's name
+                continue
+        return sorted(found, key=lambda pair: (
+            isinstance(pair[1], ClassifierUnreadable), getattr(pair[1], "created", 0), pair[0]))
+
+    def delete(self, classifier_id: str) -> None:
+        """Remove the classifier's file; ClassifierNotFound if there is none."""
+        if not re.fullmatch(CLASSIFIER_ID, classifier_id):
+            raise ClassifierNotFound(f"unknown classifier {classifier_id!r}")
+        try:
+            self.path(classifier_id).unlink()
+        except FileNotFoundError:
+            raise ClassifierNotFound(f"unknown classifier {classifier_id!r}") from None
+        self._cache.pop(classifier_id, None)
+
     async def train(self, engine: EmbeddingEngine, model: str, inputs: Sequence[Input],
                     labels: Sequence[str], classifier_id: str | None = None,
                     truncate: bool = False) -> Training:
@@ -213,10 +241,26 @@ def _refuse_one_label(classes: list[str], labels: Sequence[str]) -> None:
 
 
 def _read(path: Path, classifier_id: str) -> Classifier:
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data["meta"]))
-        head = LinearHead(data["weights"], data["bias"])
-        return Classifier(
-            id=classifier_id, model=meta["model"], task=meta["task"], classes=meta["classes"],
-            vectors=data["vectors"], targets=data["targets"], head=head,
-            created=meta["created"], updated=meta["updated"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}, not {FORMAT}")
+            head = LinearHead(data["weights"], data["bias"])
+            classifier = Classifier(
+                id=classifier_id, model=meta["model"], task=meta["task"],
+                classes=list(meta["classes"]), vectors=data["vectors"],
+                targets=data["targets"], head=head, created=int(meta["created"]),
+                updated=int(meta["updated"]))
+    except Exception as error:  # any damage: truncated zip, missing array, bad JSON, ...
+        raise ClassifierUnreadable(
+            f"classifier {classifier_id!r} cannot be read from {path} ({error}); delete it "
+            f"(DELETE /v1/classifiers/{classifier_id}) and train it again") from error
+    n_classes, dim = classifier.head.weights.shape
+    if (classifier.vectors.ndim != 2 or classifier.vectors.shape[1] != dim
+            or len(classifier.targets) != len(classifier.vectors)
+            or n_classes != len(classifier.classes)):
+        raise ClassifierUnreadable(
+            f"classifier {classifier_id!r} in {path} is inconsistent (its arrays do not fit "
+            f"together); delete it (DELETE /v1/classifiers/{classifier_id}) and train it again")
+    return classifier
