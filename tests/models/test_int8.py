@@ -156,6 +156,7 @@ def test_export_is_cached_and_rebuilt_when_the_source_changes(cross_encoder_dir,
     assert second != first
     load_model(f"{source}@int8")
     assert (second / "model.onnx").exists()
+    assert not first.exists()  # the export of the older version is removed
     leftovers = [p.name for p in (cache_root() / "int8").iterdir() if ".tmp" in p.name]
     assert leftovers == []
 

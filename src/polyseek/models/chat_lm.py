@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from polyseek.errors import InvalidInput
 from polyseek.models.base import ChatMessage, TextDelta
-from polyseek.models.checkpoint import cache_root
+from polyseek.models.checkpoint import cache_root, mark_derived, remove_superseded
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.sampling import SamplingParams, next_tokens
 from polyseek.models.streaming import stream_text
@@ -68,7 +68,7 @@ def convert_gguf(gguf: Path, cache: Path) -> None:
 
     Written to a staging directory renamed into place, so a cache directory is always
     complete; a concurrent conversion that finished first wins. Other versions' caches of the
-    same file are removed afterwards.
+    same file, and caches of an older version of the file, are removed afterwards.
     """
     log.info("de-quantising %s (once; cached in %s)", gguf.name, cache)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -85,6 +85,7 @@ def convert_gguf(gguf: Path, cache: Path) -> None:
     (staging / "config.json").write_text(json.dumps(config, indent=2))
     model.generation_config.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    mark_derived(staging, gguf)
     try:
         staging.rename(cache)
     except OSError:  # another process finished the same conversion first
@@ -92,6 +93,7 @@ def convert_gguf(gguf: Path, cache: Path) -> None:
     for stale in stale_caches(cache):
         log.info("removing %s (an older cache layout)", stale)
         shutil.rmtree(stale, ignore_errors=True)
+    remove_superseded(cache, gguf)
 
 
 class CausalLMGenerator:

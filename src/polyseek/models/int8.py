@@ -7,7 +7,7 @@ uint8) except the few in `FP32_NODES`, and the file is cached under
 `<cache>/int8/<dir>-<output>-<digest>/model.onnx`. The digest covers the checkpoint's files
 (names, sizes, modification times) and the recipe, so a changed source is exported again. The
 export is written to a staging directory and renamed into place: a reader never sees half of
-one.
+one. Exports of an older version of the checkpoint, or of one that is gone, are removed then.
 
 `Int8Encoder` serves encoder checkpoints (the `hf-encoder` family) with everything the torch
 encoder does (tasks, pooling, Matryoshka truncation, late chunking: pooling happens here, on
@@ -33,7 +33,7 @@ import torch
 
 from polyseek.models.backends import NoBackend
 from polyseek.models.base import EncodeJob
-from polyseek.models.checkpoint import cache_root
+from polyseek.models.checkpoint import cache_root, mark_derived, remove_superseded
 from polyseek.models.cross_encoder import CrossEncoder, cross_encoder_capabilities, segment_ids
 from polyseek.models.hf_encoder import encoder_capabilities, read_pooling_mode, read_prompts
 from polyseek.models.text_encoder import TextEncoder
@@ -143,10 +143,12 @@ def int8_model(directory: Path, output: str, token_types: bool,
         (staging / "recipe.json").write_text(json.dumps(
             {"source": str(directory), "output": output, "recipe": RECIPE_VERSION,
              "opset": OPSET, "reduce_range": REDUCE_RANGE, "fp32_nodes": kept}, indent=2))
+        mark_derived(staging, directory)
         with contextlib.suppress(OSError):  # another process finished the same export first
             staging.rename(cache)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    remove_superseded(cache, directory)
     log.info("int8 export of %s ready in %.1f s", directory.name, time.monotonic() - began)
     return cache / "model.onnx"
 
