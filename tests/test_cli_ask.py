@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from polyseek.cli import _ask_server
 from polyseek.retrieval.citations import citation_numbers
 
 from support import REPO, cli, serve_subprocess
@@ -76,6 +77,16 @@ def test_ask_in_process_then_through_the_server(indexed):
             (s["path"], s["chunk"]) for s in local["sources"]]
         missing = cli("ask", QUESTION, "--collection", "nope", "--data", str(data))
         assert missing.returncode == 2 and "no collection 'nope'" in missing.stderr
+
+        # the answer is printed as the server streams it
+        pieces: list[str] = []
+        streamed = _ask_server(url, None, QUESTION, "folder", None, 3, None, [],
+                               {"max_tokens": 16, "temperature": 0.0}, pieces.append)
+        assert len(pieces) > 1 and "".join(pieces) == streamed["answer"] == remote["answer"]
+        assert streamed["sources"] == remote["sources"]
+        printed = cli(*args)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.split("\nSources:")[0].strip() == remote["answer"].strip()
 
 
 def test_ask_errors_are_clear(indexed, tmp_path):

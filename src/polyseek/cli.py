@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -540,16 +541,17 @@ def ask(
         raise _fail(exc) from exc
     url = _server_for(server, data, qdrant_url)
     sampling = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    show = None if as_json else _AnswerPrinter()
     if url:
         body = _ask_server(url, api_key, question, collection, model, top_k, rerank,
-                           conditions, sampling)
+                           conditions, sampling, show)
     else:
         body = _ask_here(question, collection, model, top_k, rerank, conditions, sampling,
-                         data, qdrant_url)
-    if as_json:
+                         data, qdrant_url, show)
+    if show is None:
         typer.echo(json.dumps(body))
         return
-    typer.echo(body["answer"].strip())
+    typer.echo()  # ends the answer's line
     typer.echo("\nSources:" if body["sources"] else f"\n(no sources found in {collection!r})")
     for source in body["sources"]:
         where_from = source["path"] + (f" (page {source['page']})" if source["page"] else "")
@@ -557,10 +559,26 @@ def ask(
                    f"{source['score']:.4f}  {where_from}")
 
 
+class _AnswerPrinter:
+    """Prints an answer as it is written, without its leading whitespace."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, text: str) -> None:
+        if not self.started:
+            text = text.lstrip()
+            self.started = bool(text)
+        if text:
+            typer.echo(text, nl=False)
+            sys.stdout.flush()
+
+
 def _ask_server(url: str, api_key: str | None, question: str, collection: str,
                 model: str | None, top_k: int, rerank: str | None, conditions: list,
-                sampling: dict) -> dict:
-    """`polyseek ask` through a server: /v1/chat/completions with the collection."""
+                sampling: dict, on_text: Callable[[str], None] | None) -> dict:
+    """`polyseek ask` through a server: /v1/chat/completions with the collection, streamed;
+    `on_text` gets the answer as it is written."""
     from polyseek.client import ServerError
 
     try:
@@ -578,19 +596,26 @@ def _ask_server(url: str, api_key: str | None, question: str, collection: str,
                        "collection": collection, "top_k": top_k,
                        "rerank": _served_name(rerank) if rerank else None,
                        "filters": [_filter_json(c) for c in conditions] or None,
+                       "stream": True,
                        **{k: v for k, v in sampling.items() if v is not None}}
-            reply = client.request("POST", "/v1/chat/completions", request)
+            text, finish, sources = "", None, []
+            for chunk in client.events("/v1/chat/completions", request):
+                for choice in chunk.get("choices", []):
+                    delta = choice.get("delta", {}).get("content") or ""
+                    text, finish = text + delta, choice.get("finish_reason") or finish
+                    if on_text and delta:
+                        on_text(delta)
+                sources = chunk.get("sources", sources)
     except ServerError as exc:
         raise _fail(exc) from exc
-    choice = reply["choices"][0]
-    return {"answer": choice["message"]["content"], "finish_reason": choice["finish_reason"],
-            "sources": reply["sources"], "model": name}
+    return {"answer": text, "finish_reason": finish, "sources": sources, "model": name}
 
 
 def _ask_here(question: str, collection: str, model: str | None, top_k: int,
               rerank: str | None, conditions: list, sampling: dict, data: Path,
-              qdrant_url: str | None) -> dict:
-    """`polyseek ask` in this process: the collection's model, the reranker, the chat model."""
+              qdrant_url: str | None, on_text: Callable[[str], None] | None) -> dict:
+    """`polyseek ask` in this process: the collection's model, the reranker, the chat model;
+    `on_text` gets the answer as it is written."""
     from polyseek.errors import PolyseekError
     from polyseek.models import DEFAULT_CHAT_SOURCE, load_model
     from polyseek.models.sampling import SamplingParams
@@ -612,7 +637,7 @@ def _ask_here(question: str, collection: str, model: str | None, top_k: int,
                 raise _fail(f"--model: {chat_spec.source} is not a chat model")
             answer = run_ask(question, collection, encoder, generator, store=store,
                              sampling=SamplingParams(**sampling), top_k=top_k,
-                             rerank=reranker, where=conditions)
+                             rerank=reranker, where=conditions, on_text=on_text)
     except (PolyseekError, ValueError, FileNotFoundError) as exc:  # bad sampling or source
         raise _fail(exc) from exc
     return {**answer.as_dict(), "model": chat_spec.name}

@@ -14,11 +14,12 @@ loading torch, Qdrant or a model.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -127,31 +128,65 @@ class ServerClient:
 
     def request(self, method: str, path: str, body: dict | None = None):
         """The JSON answer of one call (None for an empty one); ServerError otherwise."""
+        with self._send(method, path, body) as response:
+            response.read()
+            return response.json() if response.content else None
+
+    def events(self, path: str, body: dict) -> Iterator[dict]:
+        """The JSON events of a server-sent event stream (POST), as they arrive, up to
+        `[DONE]`; ServerError for a refused request or an error event."""
+        import httpx
+
+        with self._send("POST", path, body) as response:
+            try:
+                for line in response.iter_lines():
+                    data = line.removeprefix("data:").strip() if line.startswith("data:") \
+                        else None
+                    if data == "[DONE]":
+                        return
+                    if data:
+                        event = json.loads(data)
+                        if isinstance(event.get("error"), dict):
+                            raise ServerError(str(event["error"].get("message")))
+                        yield event
+            except httpx.HTTPError as exc:
+                raise ServerError(f"the stream from {self.url} broke off: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _send(self, method: str, path: str, body: dict | None) -> Iterator:
+        """The response to one call, streamed, once the models have loaded; ServerError for
+        an error status."""
         import httpx
 
         deadline = time.monotonic() + LOADING_WAIT
         told = False
         while True:
             try:
-                response = self._http.request(method, path, json=body)
+                response = self._http.send(self._http.build_request(method, path, json=body),
+                                           stream=True)
             except httpx.HTTPError as exc:
                 raise ServerError(f"cannot reach the polyseek server at {self.url}: "
                                   f"{exc}") from exc
-            error = _error_of(response) if response.status_code >= 400 else ("", "")
-            if response.status_code == 503 and error[1] == "model_loading" \
-                    and time.monotonic() < deadline:
-                if not told and self._on_wait:
-                    self._on_wait(f"waiting for the server's models to load ({self.url})")
-                    told = True
-                time.sleep(0.5)
-                continue
-            break
-        if response.status_code == 401:
-            raise ServerError(f"the server at {self.url} needs an API key: pass --api-key or "
-                              "set POLYSEEK_API_KEY", 401)
-        if response.status_code >= 400:
-            raise ServerError(error[0], response.status_code)
-        return response.json() if response.content else None
+            try:
+                if response.status_code >= 400:
+                    response.read()
+                    error = _error_of(response)
+                    if response.status_code == 503 and error[1] == "model_loading" \
+                            and time.monotonic() < deadline:
+                        if not told and self._on_wait:
+                            self._on_wait(f"waiting for the server's models to load "
+                                          f"({self.url})")
+                            told = True
+                        time.sleep(0.5)
+                        continue
+                    if response.status_code == 401:
+                        raise ServerError(f"the server at {self.url} needs an API key: pass "
+                                          "--api-key or set POLYSEEK_API_KEY", 401)
+                    raise ServerError(error[0], response.status_code)
+                yield response
+                return
+            finally:
+                response.close()
 
 
 def _error_of(response) -> tuple[str, str]:

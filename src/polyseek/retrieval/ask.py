@@ -4,7 +4,7 @@ citations. The server does the same in /v1/chat/completions with a `collection`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 
 from polyseek.models.base import ChatMessage, TextDelta
@@ -41,9 +41,11 @@ async def _deltas(items: Iterator[TextDelta]) -> AsyncGenerator[TextDelta, None]
 
 async def ask_async(question: str, collection: str, model, generator, *, store: Store,
                     sampling: SamplingParams, top_k: int = DEFAULT_SOURCES, rerank=None,
-                    where: Filter | None = None) -> Answer:
+                    where: Filter | None = None,
+                    on_text: Callable[[str], None] | None = None) -> Answer:
     """Answer `question` with `generator` (a loaded chat model) from the `top_k` hits of
-    `collection`, searched with `model` (the one that built it) and reranked by `rerank`."""
+    `collection`, searched with `model` (the one that built it) and reranked by `rerank`;
+    `on_text` gets the answer's text as it is written."""
     found = await search_async(question, collection, LocalModel(model), store=store,
                                top_k=top_k, where=where,
                                rerank=LocalModel(rerank) if rerank is not None else None)
@@ -54,6 +56,8 @@ async def ask_async(question: str, collection: str, model, generator, *, store: 
     text, finish = "", None
     async for delta in cite(_deltas(generator.generate(messages, sampling)), citations):
         text, finish = text + delta.text, delta.finish_reason
+        if on_text and delta.text:
+            on_text(delta.text)
     for source in sources:
         source.cited = source.number in citations.cited
     return Answer(text, sources, finish)
