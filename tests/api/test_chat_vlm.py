@@ -93,6 +93,15 @@ def test_images_by_url_several_per_message_and_across_messages(vlm_url, image_se
     assert several.json()["usage"]["prompt_tokens"] > 2 * one.json()["usage"]["prompt_tokens"]
 
 
+def test_a_tiny_top_p_keeps_the_most_likely_token(vlm_url):
+    prompt = [image_part(DATA_URI), {"type": "text", "text": "Describe this image."}]
+    sampled = ask(vlm_url, prompt, temperature=1.0, top_p=1e-300, seed=7)
+    greedy = ask(vlm_url, prompt)
+    assert sampled.status_code == greedy.status_code == 200, sampled.text
+    assert sampled.json()["choices"][0]["message"]["content"] == \
+        greedy.json()["choices"][0]["message"]["content"]
+
+
 def test_streaming_with_an_image(vlm_url):
     body = {"model": "tiny-vlm", "stream": True, "max_tokens": 4, "temperature": 0,
             "messages": [{"role": "user", "content": [image_part(DATA_URI)]}]}
