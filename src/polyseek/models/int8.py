@@ -154,13 +154,18 @@ def int8_model(directory: Path, output: str, token_types: bool,
 
 
 def open_session(path: Path):
-    """An ONNX Runtime CPU session with every graph optimisation, on torch's thread count."""
+    """An ONNX Runtime CPU session with every graph optimisation, on torch's thread count,
+    whose idle threads do not spin."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # idle pool threads sleep instead of spinning: a spinning thread takes a core from the
+    # request handling and tokenisation that prepare the next batch (measured on 2 cores with
+    # 8 clients: 1.4-1.5x the throughput; a single query's p50 is about 1 ms slower)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
