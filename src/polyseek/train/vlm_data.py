@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from polyseek.errors import PolyseekError
 from polyseek.models.jina_vlm.generator import CHATML, IMAGE_PLACEHOLDER, STOP_TOKENS
 from polyseek.models.jina_vlm.model import MultimodalInputs
 
@@ -92,6 +93,10 @@ def _image(record: dict, base: Path, where: str) -> Path | None:
     path = path if path.is_absolute() else base / path
     if not path.is_file():
         raise DataError(f"{where}: image file not found: {path}")
+    try:
+        Image.open(path).close()  # reads the header only
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{where}: not a readable image: {path} ({exc})") from None
     return path
 
 
@@ -234,7 +239,10 @@ def collate(processor, batch: Sequence[Encoded]) -> tuple[MultimodalInputs, torc
     each row's loss mask aligns with the row's right end.
     """
     images = [[open_image(e.image, e.where)] if e.image else [] for e in batch]
-    out = processor.from_token_ids([e.ids for e in batch], images)
+    try:
+        out = processor.from_token_ids([e.ids for e in batch], images)
+    except PolyseekError as exc:
+        raise DataError(f"{', '.join(e.where for e in batch)}: {exc}") from None
     input_ids = out["input_ids"]
     labels = torch.full_like(input_ids, IGNORE)
     length = input_ids.shape[1]
