@@ -46,6 +46,7 @@ from polyseek.train.vlm_data import (
 CONNECTOR = "model.vision_model.vl_connector."
 LANGUAGE_MODEL = ("model.language_model.", "lm_head.")
 TRAINED = {1: (CONNECTOR,), 2: (CONNECTOR, *LANGUAGE_MODEL)}
+TRAINED_NAMES = {1: "the connector", 2: "the connector and the language model"}
 DEFAULT_TEXT_ONLY_SHARE = 0.3
 # a resumed run must repeat these, or its batches would not continue the saved run's
 RESUME_KEYS = ("stage", "seed", "batch_size", "text_only_share")
@@ -205,7 +206,7 @@ def train(config: VLMTrainConfig, log: Callable[[str], None] = stderr) -> TrainR
     directory, saved = _start(config, share)
     generator = JinaVLMGenerator.from_pretrained(directory)
     model = generator.model
-    trainable = freeze_for_stage(model, config.stage)
+    freeze_for_stage(model, config.stage)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=0.0)
     start = 0
@@ -224,8 +225,7 @@ def train(config: VLMTrainConfig, log: Callable[[str], None] = stderr) -> TrainR
     n_trainable = sum(p.numel() for p in parameters)
     n_total = sum(p.numel() for p in model.parameters())
     log(f"stage {config.stage}: {len(pools[0])} image examples, {len(pools[1])} text-only; "
-        f"training {n_trainable:,} of {n_total:,} parameters "
-        f"({', '.join(sorted({n.split('.')[1] if n.startswith('model.') else n.split('.')[0] for n in trainable}))})"
+        f"training {TRAINED_NAMES[config.stage]} ({n_trainable:,} of {n_total:,} parameters)"
         + (f"; resuming at step {start}" if start else ""))
     result = TrainResult(config.output, start, start)
     if start >= config.steps:
@@ -245,12 +245,12 @@ def train(config: VLMTrainConfig, log: Callable[[str], None] = stderr) -> TrainR
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
-        result.losses.append(float(loss))
+        result.losses.append(float(loss.detach()))
         result.text_only.append(text_only)
         result.step = step + 1
         if step == start or result.step % config.log_every == 0 or result.step == config.steps:
             elapsed = time.perf_counter() - began
-            log(f"step {result.step}/{config.steps}  loss {float(loss):.4f}  "
+            log(f"step {result.step}/{config.steps}  loss {result.losses[-1]:.4f}  "
                 f"{'text-only' if text_only else 'image'}  {elapsed:.1f}s")
         if result.step % config.save_every == 0 or result.step == config.steps:
             state = {"step": result.step, "config": _saved_config(config, share),
