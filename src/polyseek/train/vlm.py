@@ -240,7 +240,8 @@ def train(config: VLMTrainConfig, log: Callable[[str], None] = stderr) -> TrainR
         batch: Sequence[Encoded] = [
             pool[i] for i in batch_indices(len(pool), config.batch_size, config.seed,
                                            int(text_only), k)]
-        loss = loss_on(model, collate(generator.processor, batch))
+        inputs = collate(generator.processor, batch, model.config.text.max_sequence_length)
+        loss = loss_on(model, inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)

@@ -65,6 +65,7 @@ def write_checkpoint(output: Path, model: JinaVLMForConditionalGeneration,
     for name, data in support.items():
         (partial / name).write_bytes(data)
     save_file(model_tensors(model), partial / WEIGHTS_FILE, metadata={"format": "pt"})
+    (partial / WEIGHTS_FILE).chmod(0o644)  # readable like the other files
     torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
     (partial / STATE_FILE).write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)

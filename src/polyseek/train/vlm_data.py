@@ -231,7 +231,8 @@ def open_image(path: Path, where: str) -> Image.Image:
         raise DataError(f"{where}: cannot read image {path}: {exc}") from None
 
 
-def collate(processor, batch: Sequence[Encoded]) -> tuple[MultimodalInputs, torch.Tensor]:
+def collate(processor, batch: Sequence[Encoded],
+            max_length: int | None = None) -> tuple[MultimodalInputs, torch.Tensor]:
     """Model inputs (built by the model's processor) and labels [B, L]: the token to predict
     at each position, IGNORE where there is no loss.
 
@@ -244,6 +245,10 @@ def collate(processor, batch: Sequence[Encoded]) -> tuple[MultimodalInputs, torc
     except PolyseekError as exc:
         raise DataError(f"{', '.join(e.where for e in batch)}: {exc}") from None
     input_ids = out["input_ids"]
+    if max_length is not None and input_ids.shape[1] > max_length:
+        longest = max(range(len(batch)), key=lambda b: int((input_ids[b] != -1).sum()))
+        raise DataError(f"{batch[longest].where}: {input_ids.shape[1]} tokens with the image "
+                        f"block, over the model's {max_length}-token context")
     labels = torch.full_like(input_ids, IGNORE)
     length = input_ids.shape[1]
     for row, example in enumerate(batch):
