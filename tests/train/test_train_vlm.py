@@ -15,7 +15,7 @@ from polyseek import load_model
 from polyseek.models.base import ChatMessage, Generator
 from polyseek.models.sampling import SamplingParams
 from polyseek.train.vlm import VLMTrainConfig, text_only_schedule, train
-from polyseek.train.vlm_data import DataError
+from polyseek.train.vlm_data import IGNORE, ChatEncoder, DataError, collate, load_chats
 
 from support import FIXTURES, cli, data_uri, serve_checkpoint, write_tiny_jina_vlm
 
@@ -140,6 +140,26 @@ def test_the_trained_checkpoint_loads_generates_and_serves(task, stage2):
             "messages": [{"role": "user", "content": content}]})
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"] == "".join(d.text for d in deltas)
+
+
+def test_training_inputs_are_what_generation_sees(task):
+    """The multi-turn chat: the loss covers both answers only, and the prompt of the last
+    answer is token for token (image block included) what generation feeds the model."""
+    vlm = load_model(str(task / "base"))
+    example = load_chats(task / "chats.jsonl")[-1]
+    inputs, labels = collate(vlm.processor, [ChatEncoder(vlm.tokenizer, 256)(example)])
+    targets = labels[labels != IGNORE]
+    assert vlm.tokenizer.decode(targets) == "Red.<|im_end|>Yes, red.<|im_end|>"
+    image = Image.open(task / "images" / "red.png")
+    turns = [(t["role"], [t["content"]]) for t in example.messages[:4]]
+    turns[1] = ("user", [image, *turns[1][1]])
+    prompt = vlm.prepare([ChatMessage(role, content) for role, content in turns])
+    n = prompt.input_ids.shape[1]
+    assert torch.equal(inputs.input_ids[:, :n], prompt.input_ids)
+    for key in ("images", "image_masks", "image_input_idx"):
+        assert torch.equal(getattr(inputs, key), getattr(prompt, key)), key
+    assert labels[0, n - 1] == inputs.input_ids[0, n]  # the last prompt token predicts "Y"
+    assert (labels[0, : n - 1] != IGNORE).sum() == 5  # "Red." and its <|im_end|>
 
 
 def test_resume_continues_from_the_saved_step(task, stage1):
