@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,6 +119,17 @@ def batch_indices(size: int, batch_size: int, seed: int, pool: int, k: int) -> l
         order = np.random.default_rng([seed, pool, epoch]).permutation(size)
         out.append(int(order[offset]))
     return out
+
+
+def batch_for_step(pools: tuple[list[Encoded], list[Encoded]], schedule: list[bool], step: int,
+                   batch_size: int, seed: int) -> list[Encoded]:
+    """The batch of `step`: the next one from the text-only pool if the schedule says so,
+    else from the image pool."""
+    text_only = schedule[step]
+    earlier_text = sum(schedule[:step])
+    k = earlier_text if text_only else step - earlier_text  # batches this pool gave before
+    pool = pools[int(text_only)]
+    return [pool[i] for i in batch_indices(len(pool), batch_size, seed, int(text_only), k)]
 
 
 def loss_on(model: JinaVLMForConditionalGeneration, batch: tuple) -> torch.Tensor:
@@ -235,11 +246,7 @@ def train(config: VLMTrainConfig, log: Callable[[str], None] = stderr) -> TrainR
     began = time.perf_counter()
     for step in range(start, config.steps):
         text_only = schedule[step]
-        pool = pools[1] if text_only else pools[0]
-        k = sum(schedule[:step]) if text_only else step - sum(schedule[:step])
-        batch: Sequence[Encoded] = [
-            pool[i] for i in batch_indices(len(pool), config.batch_size, config.seed,
-                                           int(text_only), k)]
+        batch = batch_for_step(pools, schedule, step, config.batch_size, config.seed)
         inputs = collate(generator.processor, batch, model.config.text.max_sequence_length)
         loss = loss_on(model, inputs)
         optimizer.zero_grad(set_to_none=True)
