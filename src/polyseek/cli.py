@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from polyseek.train.vlm_command import vlm
+
 app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI-compatible APIs",
                   no_args_is_help=True, add_completion=False)
 
@@ -696,6 +698,10 @@ def _print_search(body: dict, filtered: bool) -> None:
 
 collections_app = typer.Typer(help="list or delete collections", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
+
+train_app = typer.Typer(help="training recipes", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+train_app.command("vlm")(vlm)
 
 
 @collections_app.command("list")

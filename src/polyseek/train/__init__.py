@@ -1,0 +1,1 @@
+"""Training recipes: embedder, reranker and vision-language model."""
