@@ -318,7 +318,7 @@ def bench(model: Model, args: argparse.Namespace) -> bool:
                     run_server(model, backend, f"({key}) polyseek server, {backend}",
                                sentences, queries, args.clients, args.batch))
     if args.rounds > 1:
-        for key, done in rounds.items():
+        for done in rounds.values():
             print(f"{done[0].label}: " + ", ".join(f"{len(sentences) / r.seconds:.1f}"
                                                    for r in done) + " sent/s by round")
     runs = {key: median_run(done) for key, done in rounds.items()}
