@@ -73,14 +73,14 @@ def test_the_server_keeps_its_schema(served, tmp_path):
                          timeout=600)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-30000:]
-    assert "14 selected / 14 total" in report  # every operation was tested
+    assert "16 selected / 16 total" in report  # every operation was tested
     # and the cases reached each route's work, not only its validation
     metrics = httpx.get(f"{url}/metrics", timeout=30).text
     for route, code in [("/v1/embeddings", 200), ("/v1/rerank", 200),
                         ("/v1/chat/completions", 200), ("/v1/index", 200), ("/v1/search", 200),
                         ("/v1/segment", 200),
                         ("/v1/models/{name}", 200), ("/v1/classify", 200),
-                        ("/v1/train", 200),
+                        ("/v1/train", 200), ("/v1/classifiers", 200),
                         ("/v1/thumbnails/{name}", 200), ("/v1/collections/{name}", 404)]:
         assert f'polyseek_requests_total{{route="{route}",status="{code}"}}' in metrics, \
             (route, code)
