@@ -1,0 +1,1 @@
+"""`polyseek train`: fine-tuning recipes for embedders, rerankers and vision-language models."""
