@@ -1,5 +1,5 @@
 """`polyseek` command line: serve, models, embed, chat, index, search, ask, collections,
-push, eval."""
+push, eval, train."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from typing import Annotated
 
 import typer
 
+from polyseek.train.commands import train_app
+
 app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI-compatible APIs",
                   no_args_is_help=True, add_completion=False)
+app.add_typer(train_app, name="train")
 
 
 @app.callback()

@@ -202,7 +202,7 @@ def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSetti
         docs = trainee.pooled(documents, trainee.doc_prompt)
         mask = false_negative_mask([row.positives for row in batch], documents)
         total, terms = matryoshka_info_nce(queries, docs, mask, settings.temperature, dims)
-        return total, {f"loss@{d}": float(t) for d, t in terms.items()}
+        return total, {f"loss@{d}": float(t.detach()) for d, t in terms.items()}
 
     return step
 

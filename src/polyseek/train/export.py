@@ -25,7 +25,7 @@ def copy_base_files(base: Path, output: Path, weights: bool = False) -> None:
         elif item.suffix in WEIGHT_SUFFIXES:
             if weights and item.suffix == ".safetensors":
                 link_or_copy(item, target)
-        elif item.name != "README.md":
+        elif item.name != "README.md" and not item.name.startswith("."):
             shutil.copy2(item, target)
 
 

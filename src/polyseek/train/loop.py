@@ -151,9 +151,9 @@ def run(params: dict[str, torch.nn.Parameter], step_fn: StepFn, schedule: Schedu
         optimizer.step()
         scheduler.step()
         state.step += 1
-        state.losses.append({"loss": float(loss), **terms})
+        state.losses.append({"loss": float(loss.detach()), **terms})
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{state.losses[-1]['loss']:.4f}")
         if state.step % schedule.checkpoint_every == 0 or state.step == schedule.steps:
             save_checkpoint(path, params, optimizer, scheduler, state, config)
         if on_step is not None:
