@@ -253,9 +253,11 @@ def train_embedder(settings: EmbedderSettings) -> dict:
                              settings.max_steps),
         learning_rate=settings.learning_rate or (3e-4 if settings.lora else 3e-5),
         checkpoint_every=settings.checkpoint_every, seed=settings.seed)
+    clock = time.perf_counter()
     state = loop.run(trainee.params, step_function(trainee, rows, settings, trained_dims),
                      schedule, output, config, loop.LoopState(extra=extra), payload,
                      settings.on_step, "training embedder")
+    train_seconds = round(time.perf_counter() - clock, 1)
     trainee.module.eval()
     save(trainee, base, settings, trained_dims)
     write_beir(dataset, output / "heldout")
@@ -273,6 +275,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
         "ndcg@10": {"before": extra["before"], "after": after},
         "adapter_mb": adapter_megabytes(output, settings.task) if settings.lora else None,
+        "train_seconds": train_seconds,
         "seconds": round(time.perf_counter() - started, 1),
         "losses": state.losses,
     }
