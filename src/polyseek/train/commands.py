@@ -63,7 +63,7 @@ def _print(report: dict, as_json: bool) -> None:
                f"{report['loss_first']:.4f} -> {report['loss_last']:.4f}")
     typer.echo(f"held-out: {report['heldout_queries']} queries over {report['corpus']} passages "
                f"(BEIR copy in {report['output']}/heldout)")
-    if "full" in scores.get("before", {}):
+    if isinstance(scores["before"], dict):  # an embedder's curve
         typer.echo("nDCG@10     " + "  ".join(f"{k:>6}" for k in scores["before"]))
         for label in ("before", "after"):
             typer.echo(f"{label:<10}  " + "  ".join(f"{v:6.3f}" for v in
