@@ -42,3 +42,15 @@ def test_lora_without_a_task_is_refused(tmp_path, pairs_file):
     done = cli("train", "embedder", str(pairs_file), "--output", str(tmp_path / "o"), "--lora")
     assert done.returncode == 2 and "--lora needs --task" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_train_reranker_prints_its_scores(tmp_path, pairs_file, tiny_encoder):
+    from support import write_tiny_cross_encoder
+
+    start = write_tiny_cross_encoder(tmp_path / "start")
+    done = cli("train", "reranker", str(pairs_file), "--output", str(tmp_path / "out"),
+               "--model", str(start), "--retriever", str(tiny_encoder), "--max-steps", "2",
+               "--batch-size", "4", "--max-length", "32", "--depth", "5")
+    assert done.returncode == 0, done.stderr
+    assert "nDCG@10: retrieval" in done.stdout and "reranked before" in done.stdout
+    assert "training reranker" in done.stderr
