@@ -118,6 +118,8 @@ class HFEncoder(TextEncoder):
         """Last hidden states per job, [L_i, D]: packed when the architecture allows; a job
         whose task is an adapter runs with it (jobs of one call share a task, else they are
         run task by task)."""
+        if not self.adapters or not jobs:
+            return self._forward(jobs)
         tasks = list(dict.fromkeys(job.task for job in jobs))
         if len(tasks) > 1:
             states: dict[int, torch.Tensor] = {}
