@@ -22,12 +22,14 @@ def test_train_embedder_prints_a_report_and_shows_progress_on_stderr(
     assert (out / "adapters" / "facts" / "adapter_config.json").exists()
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "not found"),
-    ('{"query": "a", "positive": "b"}\n{"query": oops}\n', "bad.jsonl line 2: not valid JSON"),
-    ("", "bad.jsonl holds no training rows"),
+@pytest.mark.parametrize(("command", "content", "message"), [
+    ("embedder", None, "not found"),
+    ("reranker", '{"query": "a", "positive": "b"}\n{"query": oops}\n',
+     "bad.jsonl line 2: not valid JSON"),
+    ("embedder", '{"query": "a", "positive": "b"}\n{"query": "c", "positive": ""}\n',
+     "bad.jsonl line 2: 'positive' must be a non-empty string"),
+    ("reranker", "", "bad.jsonl holds no training rows"),
 ])
-@pytest.mark.parametrize("command", ["embedder", "reranker"])
 def test_bad_data_is_a_clear_error(tmp_path, command, content, message):
     path = tmp_path / "bad.jsonl"
     if content is not None:
