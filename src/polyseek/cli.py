@@ -1,5 +1,5 @@
 """`polyseek` command line: serve, models, embed, chat, index, search, ask, collections,
-push, eval."""
+push, eval, train."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from typing import Annotated
 
 import typer
 
+from polyseek.train.commands import train_app
 from polyseek.train.vlm_command import vlm
 
 app = typer.Typer(help="polyseek: self-hosted embeddings behind Jina- and OpenAI-compatible APIs",
                   no_args_is_help=True, add_completion=False)
+app.add_typer(train_app, name="train")
 
 
 @app.callback()
@@ -699,8 +701,6 @@ def _print_search(body: dict, filtered: bool) -> None:
 collections_app = typer.Typer(help="list or delete collections", no_args_is_help=True)
 app.add_typer(collections_app, name="collections")
 
-train_app = typer.Typer(help="training recipes", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 train_app.command("vlm")(vlm)
 
 

@@ -96,6 +96,11 @@ def load_model(source: str = DEFAULT_MODEL_SOURCE, name: str = "", backend: str 
         return CausalLMGenerator.from_gguf(ggufs[0], name=name or source)
     family = family_of(read_config(directory))
     if backend == "int8":
+        from polyseek.models.adapters import adapter_dirs
+
+        if adapter_dirs(directory):
+            raise NoBackend(f"{name or source}: LoRA task adapters run on the torch backend "
+                            "only")
         if options:
             raise ValueError(f"options {sorted(options)} apply to the torch backend only")
         from polyseek.models.int8 import load_int8

@@ -75,13 +75,16 @@ class CrossEncoder:
     @torch.inference_mode()
     def embed_jobs(self, jobs: Sequence[EncodeJob]) -> list[np.ndarray]:
         """Relevance logits, one [1] array per pair job."""
+        return [row.float().numpy() for row in self.logits(jobs)]
+
+    def logits(self, jobs: Sequence[EncodeJob]) -> torch.Tensor:
+        """The pair jobs' relevance logits, [B, 1] (with gradients when enabled: training)."""
         ids, mask = pad_batch([job.ids for job in jobs], self.pad_id)
         types = torch.zeros_like(ids)
         for row, job in enumerate(jobs):
             types[row, : job.n_tokens] = torch.tensor(self._token_types(job.ids))
         kwargs = {"token_type_ids": types} if self.model.config.type_vocab_size > 1 else {}
-        logits = self.model(input_ids=ids, attention_mask=mask, **kwargs).logits  # [B, 1]
-        return [row.float().numpy() for row in logits]
+        return self.model(input_ids=ids, attention_mask=mask, **kwargs).logits
 
     def _token_types(self, ids: list[int]) -> list[int]:
         return segment_ids(ids, self.tokenizer.sep_token_id)

@@ -3,6 +3,8 @@
 Reads a sentence-transformers or plain transformers checkpoint directory: `config.json`,
 weights, tokenizer files, and optionally `modules.json` with a Pooling module (mean or CLS)
 and `config_sentence_transformers.json` with named prompts, which become the model's tasks.
+LoRA adapters under `adapters/<task>/` (see `polyseek.models.adapters`) are tasks too, and
+`matryoshka_dimensions` in `config.json` declares trained truncation points.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from polyseek.models.adapters import active_task, attach_adapters
 from polyseek.models.base import Capabilities, EncodeJob, pad_batch
 from polyseek.models.families import family_named, stock_config
 from polyseek.models.packed_encoder import (
@@ -69,10 +72,12 @@ def read_max_tokens(directory: Path, config, tokenizer) -> int:
 
 
 def encoder_capabilities(config, tokenizer, directory: Path, prompts: dict[str, str],
-                         pooling: str, backend: str = "torch") -> Capabilities:
+                         pooling: str, backend: str = "torch",
+                         adapters: tuple[str, ...] = ()) -> Capabilities:
     """What an encoder checkpoint declares, whichever backend runs it."""
     return FAMILY.capabilities(
-        tasks=tuple(prompts),
+        tasks=tuple(dict.fromkeys((*prompts, *adapters))),
+        matryoshka_dims=tuple(sorted(getattr(config, "matryoshka_dimensions", None) or ())),
         dim=config.hidden_size,
         min_dim=min(MIN_TRUNCATED_DIM, config.hidden_size),
         max_tokens=read_max_tokens(directory, config, tokenizer),
@@ -94,9 +99,11 @@ class HFEncoder(TextEncoder):
         self.pooling = read_pooling_mode(directory)
         self.packed = packed and supports_packing(model)
         self.prompts = read_prompts(directory)
+        self.adapters = attach_adapters(self.model, directory)
         self.pad_id = tokenizer.pad_token_id or 0
         self.capabilities = encoder_capabilities(model.config, tokenizer, directory,
-                                                 self.prompts, self.pooling)
+                                                 self.prompts, self.pooling,
+                                                 adapters=self.adapters)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, name: str = "",
@@ -108,7 +115,23 @@ class HFEncoder(TextEncoder):
 
     @torch.inference_mode()
     def hidden_states(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
-        """Last hidden states per job, [L_i, D]: packed when the architecture allows."""
+        """Last hidden states per job, [L_i, D]: packed when the architecture allows; a job
+        whose task is an adapter runs with it (jobs of one call share a task, else they are
+        run task by task)."""
+        if not self.adapters or not jobs:
+            return self._forward(jobs)
+        tasks = list(dict.fromkeys(job.task for job in jobs))
+        if len(tasks) > 1:
+            states: dict[int, torch.Tensor] = {}
+            for task in tasks:
+                rows = [i for i, job in enumerate(jobs) if job.task == task]
+                states.update(zip(rows, self.hidden_states([jobs[i] for i in rows]),
+                                  strict=True))
+            return [states[i] for i in range(len(jobs))]
+        with active_task(tasks[0] if tasks[0] in self.adapters else None):
+            return self._forward(jobs)
+
+    def _forward(self, jobs: Sequence[EncodeJob]) -> list[torch.Tensor]:
         sequences = [job.ids for job in jobs]
         if self.packed:
             return packed_forward(self.model, sequences)

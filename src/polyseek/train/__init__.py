@@ -1,1 +1,1 @@
-"""Training recipes: embedder, reranker and vision-language model."""
+"""`polyseek train`: fine-tuning recipes for embedders, rerankers and vision-language models."""

@@ -1,0 +1,289 @@
+"""`polyseek train embedder`: contrastive fine-tuning of an encoder (full, or a task LoRA).
+
+InfoNCE over in-batch and hard negatives (given, or mined with the starting model), summed
+over Matryoshka prefixes; held-out nDCG@10 (and its Matryoshka curve) before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from polyseek.eval.data import Dataset
+from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
+from polyseek.models.base import pad_batch, truncate_and_normalize
+from polyseek.models.hf_encoder import HFEncoder
+from polyseek.models.text_encoder import tokenize
+from polyseek.train import evaluate, export, loop
+from polyseek.train.data import (
+    Example,
+    TrainDataError,
+    TrainingData,
+    examples,
+    heldout_dataset,
+    load_training_data,
+    split_heldout,
+    write_beir,
+)
+from polyseek.train.losses import false_negative_mask, matryoshka_info_nce
+
+CURVE_DIMS = (64, 128, 256)  # curve points when neither the model nor the run names dims
+LORA_TARGETS = r".*encoder\.layer\.\d+\..*(query|key|value|dense)$"
+REPORT = "train_report.json"
+
+
+@dataclass
+class EmbedderSettings:
+    """One training run (every field but `output`, `resume` and `checkpoint_every` must
+    match to resume a checkpoint)."""
+
+    data: str
+    output: Path
+    model: str = DEFAULT_MODEL_SOURCE
+    lora: bool = False
+    task: str | None = None  # the adapter's task name (LoRA)
+    prompt: str | None = None  # the adapter task's prompt; default: the model's query prompt
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    learning_rate: float | None = None  # default 3e-5 (full) or 3e-4 (LoRA)
+    temperature: float = 0.05
+    matryoshka_dims: tuple[int, ...] | None = None
+    mine_negatives: int = 0
+    negatives_per_query: int = 1
+    heldout: float = 0.1
+    split: str = "train"
+    max_length: int = 128
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    train_embeddings: bool = False  # full fine-tuning: also the token embedding matrix
+    seed: int = 0
+    checkpoint_every: int = 50
+    resume: bool = False
+    on_step: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+    def fingerprint(self) -> dict:
+        skip = {"output", "resume", "checkpoint_every", "on_step"}
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def check_settings(s: EmbedderSettings) -> None:
+    if s.lora and not s.task:
+        raise TrainDataError("--lora needs --task NAME: the task the adapter is served as")
+    if s.task and not s.lora:
+        raise TrainDataError("--task names a LoRA adapter; add --lora")
+    if s.batch_size < 2:
+        raise TrainDataError("--batch-size must be at least 2 (in-batch negatives)")
+    if s.temperature <= 0:
+        raise TrainDataError("--temperature must be positive")
+    if s.mine_negatives < 0 or s.negatives_per_query < 0:
+        raise TrainDataError("negative counts must be 0 or more")
+
+
+def load_encoder(source: str) -> tuple[HFEncoder, Path]:
+    directory = resolve_source(source)
+    encoder = load_model(source, backend="torch")
+    if not isinstance(encoder, HFEncoder):
+        raise TrainDataError(f"{source}: embedder training takes a transformers encoder "
+                             f"(hf-encoder family), not {encoder.capabilities.family}")
+    if encoder.adapters:
+        raise TrainDataError(f"{source} already carries LoRA adapters; train from its base")
+    return encoder, directory
+
+
+class Trainee:
+    """The encoder being trained: tokenises as the server does, pools with gradients."""
+
+    def __init__(self, encoder: HFEncoder, settings: EmbedderSettings):
+        self.encoder = encoder
+        self.settings = settings
+        self.module = encoder.model
+        caps = encoder.capabilities
+        if settings.lora:
+            prompt = encoder.prompts.get(caps.role_task("query") or "", "")
+            self.task_prompt = prompt if settings.prompt is None else settings.prompt
+            self.query_prompt = self.doc_prompt = self.task_prompt
+            self.module = self._with_lora()
+        else:
+            self.task_prompt = ""
+            self.query_prompt = encoder.prompts.get(caps.role_task("query") or "", "")
+            self.doc_prompt = encoder.prompts.get(caps.role_task("document") or "", "")
+            if not settings.train_embeddings:
+                encoder.model.embeddings.word_embeddings.weight.requires_grad_(False)
+        self.params = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+
+    def _with_lora(self):
+        from peft import LoraConfig, get_peft_model
+
+        s = self.settings
+        config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=0.1,
+                            target_modules=LORA_TARGETS, bias="none")
+        return get_peft_model(self.encoder.model, config)
+
+    def pooled(self, texts: Sequence[str], prompt: str) -> torch.Tensor:
+        """Pooled, unnormalised vectors [N, D] with gradients."""
+        ids = tokenize(self.encoder.tokenizer, texts, prompt, self.settings.max_length, True,
+                       self.encoder.name)
+        input_ids, mask = pad_batch(ids, self.encoder.pad_id)
+        hidden = self.module(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        if self.encoder.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1)
+
+
+def mine(encoder: HFEncoder, data: TrainingData, train: list, heldout: list, count: int,
+         doc_vectors: np.ndarray, doc_ids: list[str]) -> dict[str, list[str]]:
+    """Per training query, its `count` nearest passages under the starting model that are
+    not among its positives nor held-out positives."""
+    caps = encoder.capabilities
+    queries = evaluate.embed(encoder, [q.text for q in train], caps.role_task("query"))
+    similarity = truncate_and_normalize(queries, None, True) @ \
+        truncate_and_normalize(doc_vectors, None, True).T
+    held = {d for q in heldout for d in q.positives}
+    banned_columns = np.array([d in held for d in doc_ids])
+    similarity[:, banned_columns] = -np.inf
+    mined = {}
+    for row, query in enumerate(train):
+        own = {data.corpus[d] for d in query.positives}
+        picks = []
+        for j in np.argsort(-similarity[row], kind="stable"):
+            if len(picks) == count or similarity[row, j] == -np.inf:
+                break
+            if doc_ids[j] not in query.positives and data.corpus[doc_ids[j]] not in own:
+                picks.append(doc_ids[j])
+        mined[query.id] = picks
+    return mined
+
+
+def curve_dims(settings: EmbedderSettings, encoder: HFEncoder) -> tuple[tuple[int, ...], list]:
+    """(dims the loss covers, dims the held-out curve reports)."""
+    trained = tuple(settings.matryoshka_dims or encoder.capabilities.matryoshka_dims or ())
+    full = encoder.capabilities.dim
+    if any(d < 1 or d > full for d in trained):
+        raise TrainDataError(f"--matryoshka-dims must lie between 1 and {full}")
+    return trained, sorted(set(trained or CURVE_DIMS))
+
+
+def prepare(encoder: HFEncoder, data: TrainingData, train: list, heldout: list,
+            dataset: Dataset, settings: EmbedderSettings, dims: list[int]) -> dict:
+    """What is computed once with the starting model: the held-out curve, mined negatives."""
+    caps = encoder.capabilities
+    doc_ids = list(dataset.corpus)
+    doc_vectors = evaluate.embed(encoder, [dataset.corpus[d] for d in doc_ids],
+                                 caps.role_task("document"))
+    before = evaluate.dense_curve(encoder, dataset, caps.role_task("query"),
+                                  caps.role_task("document"), dims, doc_vectors)
+    mined = (mine(encoder, data, train, heldout, settings.mine_negatives, doc_vectors, doc_ids)
+             if settings.mine_negatives else {})
+    return {"before": before, "mined": mined}
+
+
+def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSettings,
+                  dims: tuple[int, ...]) -> loop.StepFn:
+    def step(index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = [rows[i] for i in loop.batch_indices(index, len(rows), settings.batch_size,
+                                                     settings.seed)]
+        pick = random.Random(settings.seed * 7919 + index)
+        negatives = [text for row in batch for text in pick.sample(
+            row.negatives, min(settings.negatives_per_query, len(row.negatives)))]
+        documents = [row.positive for row in batch] + negatives
+        queries = trainee.pooled([row.query for row in batch], trainee.query_prompt)
+        docs = trainee.pooled(documents, trainee.doc_prompt)
+        mask = false_negative_mask([row.positives for row in batch], documents)
+        total, terms = matryoshka_info_nce(queries, docs, mask, settings.temperature, dims)
+        return total, {f"loss@{d}": float(t.detach()) for d, t in terms.items()}
+
+    return step
+
+
+def save(trainee: Trainee, base: Path, settings: EmbedderSettings,
+         dims: tuple[int, ...]) -> None:
+    """The output directory: a full checkpoint, or the base files plus adapters/<task>/."""
+    output = settings.output
+    if settings.lora:
+        export.copy_base_files(base, output, weights=True)
+        staging = output / f".{settings.task}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        trainee.module.peft_config["default"].base_model_name_or_path = settings.model
+        trainee.module.save_pretrained(staging)
+        export.replace_dir(staging, output / "adapters" / settings.task)
+        export.set_prompt(output, settings.task, trainee.task_prompt)
+        return
+    export.copy_base_files(base, output)
+    model = trainee.encoder.model
+    if dims:
+        model.config.matryoshka_dimensions = sorted(set(dims) | {model.config.hidden_size})
+    model.save_pretrained(output, safe_serialization=True)
+
+
+def train_embedder(settings: EmbedderSettings) -> dict:
+    """Run (or resume) one training; returns the report also written to REPORT."""
+    check_settings(settings)
+    started = time.perf_counter()
+    data = load_training_data(settings.data, settings.split)
+    train, heldout = split_heldout(data, settings.heldout, settings.seed)
+    dataset = heldout_dataset(data, heldout)
+    output = settings.output
+    output.mkdir(parents=True, exist_ok=True)
+    config = settings.fingerprint()
+    payload = loop.start_state(output, config, settings.resume)
+    encoder, base = load_encoder(settings.model)
+    trained_dims, dims = curve_dims(settings, encoder)
+    extra = payload["extra"] if payload else prepare(encoder, data, train, heldout, dataset,
+                                                     settings, dims)
+    for query in train:
+        query.negatives = list(dict.fromkeys(query.negatives + extra["mined"].get(query.id, [])))
+    rows = examples(data, train)
+    loop.seed_everything(settings.seed)
+    trainee = Trainee(encoder, settings)
+    trainee.module.train()
+    schedule = loop.Schedule(
+        steps=loop.steps_for(len(rows), settings.batch_size, settings.epochs,
+                             settings.max_steps),
+        learning_rate=settings.learning_rate or (3e-4 if settings.lora else 3e-5),
+        checkpoint_every=settings.checkpoint_every, seed=settings.seed)
+    clock = time.perf_counter()
+    state = loop.run(trainee.params, step_function(trainee, rows, settings, trained_dims),
+                     schedule, output, config, loop.LoopState(extra=extra), payload,
+                     settings.on_step, "training embedder")
+    train_seconds = round(time.perf_counter() - clock, 1)
+    trainee.module.eval()
+    save(trainee, base, settings, trained_dims)
+    write_beir(dataset, output / "heldout")
+    tuned = load_model(str(output), backend="torch")
+    query_task = settings.task if settings.lora else tuned.capabilities.role_task("query")
+    doc_task = settings.task if settings.lora else tuned.capabilities.role_task("document")
+    after = evaluate.dense_curve(tuned, dataset, query_task, doc_task, dims)
+    report = {
+        "model": settings.model, "mode": "lora" if settings.lora else "full",
+        "task": settings.task, "output": str(output),
+        "train_queries": len(train), "train_examples": len(rows),
+        "heldout_queries": len(heldout), "corpus": len(data.corpus),
+        "steps": schedule.steps, "matryoshka_dims": list(trained_dims),
+        "loss_first": state.losses[0]["loss"] if state.losses else None,
+        "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
+        "ndcg@10": {"before": extra["before"], "after": after},
+        "adapter_mb": adapter_megabytes(output, settings.task) if settings.lora else None,
+        "train_seconds": train_seconds,
+        "seconds": round(time.perf_counter() - started, 1),
+        "losses": state.losses,
+    }
+    (output / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    loop.checkpoint_path(output).unlink(missing_ok=True)
+    return report
+
+
+def adapter_megabytes(output: Path, task: str) -> float:
+    folder = output / "adapters" / task
+    return round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2)

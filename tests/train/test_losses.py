@@ -1,0 +1,29 @@
+"""InfoNCE and its Matryoshka sum."""
+
+import torch
+
+from polyseek.train.losses import false_negative_mask, info_nce, matryoshka_info_nce
+
+
+def test_matryoshka_loss_has_a_term_per_dim_and_sums_them():
+    torch.manual_seed(0)
+    queries, docs = torch.randn(4, 32), torch.randn(7, 32)
+    mask = torch.zeros(4, 7, dtype=torch.bool)
+    total, terms = matryoshka_info_nce(queries, docs, mask, 0.05, [8, 16, 64])
+    assert list(terms) == [8, 16, 32]  # dims above the size are dropped, the full size added
+    assert torch.allclose(total, sum(terms.values()))
+    short = info_nce(torch.nn.functional.normalize(queries[:, :8], dim=-1),
+                     torch.nn.functional.normalize(docs[:, :8], dim=-1), mask, 0.05)
+    assert torch.allclose(terms[8], short)
+
+
+def test_info_nce_is_low_when_each_query_matches_its_positive():
+    docs = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
+    assert info_nce(docs, docs, mask, 0.05) < 0.01
+    assert info_nce(docs, docs.roll(1, 0), mask, 0.05) > 1
+
+
+def test_false_negatives_are_masked():
+    mask = false_negative_mask([frozenset({"a"}), frozenset({"b"})], ["a", "a", "c"])
+    assert mask.tolist() == [[False, True, False], [False, False, False]]
