@@ -351,6 +351,9 @@ def index(
         help="BM25 stemming and stop words of a new collection: english (default), swedish, "
         "german, ... or multilingual (no stemming; any script). A mixed corpus: its main "
         "language")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="the collection's default search mode: dense (default for a new collection), "
+        "sparse or hybrid; `polyseek eval` shows which suits its model")] = None,
     data: DataOption = Path("polyseek-data"),
     qdrant_url: QdrantUrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
@@ -374,8 +377,11 @@ def index(
     from polyseek.errors import PolyseekError
     from polyseek.models import load_model
     from polyseek.retrieval import index_paths, open_store
+    from polyseek.retrieval.options import check_mode
 
     try:
+        if mode is not None:
+            check_mode(mode)
         with open_store(data, qdrant_url) as store:  # a busy store fails before the model loads
             encoder = load_model(spec.source, name=spec.name)
             if ray or ray_address:
@@ -383,12 +389,12 @@ def index(
 
                 summary = index_paths_ray(paths, collection, encoder, store=store,
                                           source=spec.source, language=language,
-                                          address=ray_address,
+                                          mode=mode, address=ray_address,
                                           concurrency=ray_actors or DEFAULT_CONCURRENCY,
                                           progress=not as_json)
             else:
                 summary = index_paths(paths, collection, encoder, store=store,
-                                      source=spec.source, language=language,
+                                      source=spec.source, language=language, mode=mode,
                                       progress=not as_json)
     except (PolyseekError, FileNotFoundError) as exc:  # FileNotFoundError: a bad model source
         raise _fail(exc) from exc
@@ -415,9 +421,10 @@ def search(
     query: Annotated[str, typer.Argument(help="what to look for")],
     collection: Annotated[str, typer.Option(help="collection name")],
     top_k: Annotated[int, typer.Option("--top-k", help="results to return")] = 10,
-    mode: Annotated[str, typer.Option(
+    mode: Annotated[str | None, typer.Option(
         help="dense (embeddings; measured best with the default model), sparse (BM25) or "
-        "hybrid (both, fused)")] = "dense",
+        "hybrid (both, fused) [default: the collection's mode, set by `polyseek index "
+        "--mode`; dense unless set]")] = None,
     fusion: Annotated[str, typer.Option(help="hybrid: rrf (ranks) or dbsf (scores)")] = "rrf",
     weights: Annotated[str | None, typer.Option(
         help="hybrid: dense,sparse list weights, e.g. 1,0.5 [default: 1,1]")] = None,
@@ -738,7 +745,7 @@ def collections_list(
         typer.echo(f"no collections in {url or qdrant_url or data}")
     for row in rows:
         typer.echo(f"{row['name']}\t{row['points']} points\t{row.get('model') or '-'}\t"
-                   f"bm25: {row.get('language') or '-'}")
+                   f"bm25: {row.get('language') or '-'}\tmode: {row.get('mode') or '-'}")
 
 
 @collections_app.command("delete")

@@ -262,7 +262,16 @@ def test_collection_language_and_delete(url):
     assert paths(post(url, "/v1/search", collection="svenska", query="kanelbulle",
                       mode="sparse")) == ["docs/sv/kanel"]
     listed = httpx.get(f"{url}/v1/collections").json()["data"]
-    assert next(c for c in listed if c["name"] == "svenska")["language"] == "swedish"
+    svenska = next(c for c in listed if c["name"] == "svenska")
+    assert (svenska["language"], svenska["mode"]) == ("swedish", "dense")
+    # a default search mode: given at indexing, taken by searches that name none
+    assert post(url, "/v1/index", collection="svenska", model=DEFAULT_MODEL,
+                documents=TAGGED[:1], mode="sparse").status_code == 200
+    assert post(url, "/v1/search", collection="svenska", query="x").json()["mode"] == "sparse"
+    assert post(url, "/v1/search", collection="svenska", query="x",
+                mode="hybrid").json()["mode"] == "hybrid"
+    assert post(url, "/v1/index", collection="svenska", model=DEFAULT_MODEL,
+                documents=TAGGED[:1], mode="fuzzy").status_code == 422
     other = post(url, "/v1/index", collection="svenska", model=DEFAULT_MODEL,
                  documents=TAGGED[:1], language="german")
     assert other.status_code == 400 and "BM25 language 'swedish'" in other.text

@@ -103,6 +103,20 @@ def test_tokens_and_their_count_match_the_embedding_model(client):
     assert embedded.json()["usage"]["prompt_tokens"] == out["num_tokens"] + 2
 
 
+def test_with_chunks_the_tokens_come_per_chunk(client):
+    """Jina's layout: `tokens` holds one list per chunk, the tokens that start in it."""
+    content = "Jina AI: Your Search Foundation! 🚀\n\n您的搜索底座，从此不同！\n\nनमस्ते दुनिया।"
+    whole = ok(client, content=content, return_tokens=True)
+    out = ok(client, content=content, return_tokens=True, return_chunks=True,
+             max_chunk_length=20)
+    assert out["num_chunks"] == len(out["chunks"]) == len(out["tokens"]) >= 3
+    for chunk, tokens in zip(out["chunks"], out["tokens"], strict=True):
+        assert re.sub(r"\s", "", "".join(t for t, _ in tokens)) == re.sub(r"\s", "", chunk)
+    # in order, and only what lies between chunks (whitespace) is in none
+    flat = [token for tokens in out["tokens"] for token in tokens]
+    assert [t for t in whole["tokens"] if t[0].strip()] == [t for t in flat if t[0].strip()]
+
+
 def test_each_served_model_has_its_tokenizer(client):
     content = "Gezeiten entstehen durch den Mond. 潮汐由月球引起。"
     e5 = ok(client, content=content, tokenizer=DEFAULT_MODEL, return_tokens=True)
@@ -117,17 +131,19 @@ def test_head_and_tail_keep_the_first_or_last_tokens(client):
     content = TEXTS["english"]
     whole = ok(client, content=content, return_tokens=True)
     head = ok(client, content=content, head=7, return_tokens=True, return_chunks=True)
-    ids = [i for _, group in head["tokens"] for i in group]
+    (tokens,) = head["tokens"]  # with chunks: the tokens of each chunk
+    ids = [i for _, group in tokens for i in group]
     assert head["num_tokens"] == len(ids) == 7
-    assert head["tokens"] == whole["tokens"][:len(head["tokens"])]
+    assert tokens == whole["tokens"][:len(tokens)]
     (chunk,) = head["chunks"]
-    assert content.startswith(chunk) and chunk == "".join(t for t, _ in head["tokens"]).strip()
+    assert content.startswith(chunk) and chunk == "".join(t for t, _ in tokens).strip()
     assert head["chunk_positions"] == [[0, len(chunk)]]
     tail = ok(client, content=content, tail=5, return_tokens=True, return_chunks=True)
-    assert tail["num_tokens"] == 5 and tail["tokens"] == whole["tokens"][-len(tail["tokens"]):]
+    (tokens,) = tail["tokens"]
+    assert tail["num_tokens"] == 5 and tokens == whole["tokens"][-len(tokens):]
     ((start, end),) = tail["chunk_positions"]
     assert end == len(content) and content[start:end] == tail["chunks"][0]
-    assert tail["chunks"][0] == "".join(t for t, _ in tail["tokens"]).strip()
+    assert tail["chunks"][0] == "".join(t for t, _ in tokens).strip()
     assert tail["chunks"][0].endswith("each other.") and len(tail["chunks"][0]) < 40
     assert ok(client, content=content, head=10_000)["num_tokens"] == whole["num_tokens"]
 

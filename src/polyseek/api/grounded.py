@@ -1,5 +1,6 @@
 """Grounded chat: what /v1/chat/completions adds for a `collection` (see
-retrieval.grounding). The search is /v1/search's (`search.run_search`), with the default mode."""
+retrieval.grounding). The search is /v1/search's (`search.run_search`), in the collection's
+default mode."""
 
 from __future__ import annotations
 

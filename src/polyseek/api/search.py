@@ -60,7 +60,7 @@ from polyseek.retrieval import (
 from polyseek.retrieval.bm25 import LANGUAGES
 from polyseek.retrieval.encoders import EngineEncoder, EngineScorer
 from polyseek.retrieval.filters import FIELDS, METADATA_KEY
-from polyseek.retrieval.search import DEFAULT_FUSION, DEFAULT_MODE, Fusion, Mode
+from polyseek.retrieval.search import DEFAULT_FUSION, Fusion, Mode
 from polyseek.retrieval.store import COLLECTION_NAME, check_collection_name
 from polyseek.runtime.inputs import model_inputs, refuse_images
 
@@ -104,6 +104,8 @@ class IndexRequest(RequestModel):
         None, description="BM25 language of a new collection: english (default), swedish, "
         "german, ... or multilingual (no stemming; any script); case-insensitive. A mixed "
         "corpus: its main language")
+    mode: Mode | None = Field(None, description="the collection's default search mode "
+                              "(dense for a new collection unless given)")
 
     @field_validator("language", mode="before")
     @classmethod
@@ -196,8 +198,8 @@ class SearchRequest(RequestModel):
     query: QueryString | QueryText | ImageInput = Field(
         description="text with more than whitespace, or an image for a model that takes them")
     top_k: Annotated[int, Field(ge=1, le=1000), BeforeValidator(integral)] = 10
-    mode: Mode = Field(DEFAULT_MODE, description="dense (embeddings), sparse (BM25) or "
-                       "hybrid (both lists, fused)")
+    mode: Mode | None = Field(None, description="dense (embeddings), sparse (BM25) or "
+                              "hybrid (both lists, fused); default: the collection's mode")
     fusion: Fusion = Field(DEFAULT_FUSION, description="hybrid: rrf (reciprocal rank) or "
                            "dbsf (distribution-based score fusion)")
     # bounded: dbsf sums weight * [0, 1] per list, and 2 * 1.8e308 is inf (a null score)
@@ -260,6 +262,7 @@ class CollectionInfo(BaseModel):
     family: str | None = None
     dim: int | None = None
     language: str | None = Field(None, description="BM25 language")
+    mode: Mode | None = Field(None, description="the default search mode")
     points: int
 
 
@@ -313,7 +316,7 @@ async def create_index(body: IndexRequest, request: Request) -> dict:
     documents = [Document(d.id, d.text, d.metadata) for d in body.documents]
     summary = await index_documents(documents, body.collection, encoder,
                                     store=await request.app.state.store.get(),
-                                    language=body.language)
+                                    language=body.language, mode=body.mode)
     return summary.as_dict()
 
 
@@ -358,7 +361,8 @@ def _collection_infos(store: Store) -> list[CollectionInfo]:
     for name, spec in store.collections().items():
         infos.append(CollectionInfo(name=name, model=spec and spec.model,
                                     family=spec and spec.family, dim=spec and spec.dim,
-                                    language=spec and spec.language, points=store.count(name)))
+                                    language=spec and spec.language, mode=spec and spec.mode,
+                                    points=store.count(name)))
     return infos
 
 

@@ -42,6 +42,9 @@ class SegmentRequest(RequestModel):
         return self
 
 
+Token = tuple[str, list[int]]
+
+
 class SegmentUsage(BaseModel):
     tokens: int
 
@@ -55,9 +58,10 @@ class SegmentResponse(BaseModel):
     chunk_positions: list[tuple[int, int]] | None = Field(
         None, description="[start, end) character offsets of each chunk in the content")
     chunks: list[str] | None = None
-    tokens: list[tuple[str, list[int]]] | None = Field(
+    tokens: list[Token] | list[list[Token]] | None = Field(
         None, description="[text, [token ids]] per token; tokens sharing characters (a word "
-        "marker and its word, the bytes of one emoji) are one entry")
+        "marker and its word, the bytes of one emoji) are one entry. With return_chunks: "
+        "one list per chunk, of the tokens that start in it")
 
 
 @router.post("/segment", response_model=SegmentResponse, response_model_exclude_none=True,

@@ -16,13 +16,13 @@ router = APIRouter()
 
 @cache
 def index_html() -> str:
-    """The page's HTML, read once from the package data, with the search defaults (mode,
-    fusion) preselected and marked."""
+    """The page's HTML, read once from the package data, with the default fusion preselected
+    and marked, and the mode of a collection that names none."""
     html = files("polyseek.api").joinpath("static/index.html").read_text(encoding="utf-8")
-    for value in (DEFAULT_MODE, DEFAULT_FUSION):
-        html = re.sub(f'<option value="{value}">([^<]*)</option>',
-                      rf'<option value="{value}" selected>\1 (default)</option>', html)
-    return html
+    html = re.sub(f'<option value="{DEFAULT_FUSION}">([^<]*)</option>',
+                  rf'<option value="{DEFAULT_FUSION}" selected>\1 (default)</option>', html)
+    return html.replace('<select id="mode"', f'<select id="mode" data-server-default='
+                        f'"{DEFAULT_MODE}"')
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -132,6 +132,7 @@ def index_paths_ray(
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
     language: str | None = None,
+    mode: str | None = None,
     address: str | None = None,
     num_cpus: int = LOCAL_CPUS,
     concurrency: int | tuple[int, int] = DEFAULT_CONCURRENCY,
@@ -146,7 +147,7 @@ def index_paths_ray(
     batch_size: files per actor call. Ray starts only when some file needs embedding.
     """
     run = prepare_run(paths, collection, model, store, source, chunk_tokens, overlap, short_dim,
-                      language)
+                      language, mode)
     summary = run.summary(collection)
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)

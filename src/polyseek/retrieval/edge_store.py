@@ -152,6 +152,12 @@ class EdgeStore(Store):
         (staging / "collection.json").write_text(json.dumps(spec.as_metadata()))
         os.replace(staging, target)
 
+    def write_spec(self, collection: str, spec: CollectionSpec) -> None:
+        path = self._dir(collection) / "collection.json"
+        staging = path.with_name(".collection.json.writing")
+        staging.write_text(json.dumps(spec.as_metadata()))
+        os.replace(staging, path)
+
     def delete_collection(self, collection: str) -> bool:
         shard = self._shards.pop(collection, None)
         if shard is not None:

@@ -45,6 +45,7 @@ from polyseek.retrieval.documents import (
 )
 from polyseek.retrieval.encoders import Embedding, Encoder, LocalModel
 from polyseek.retrieval.filters import metadata_indexes
+from polyseek.retrieval.options import DEFAULT_MODE, Mode
 from polyseek.retrieval.store import (
     FULL,
     MULTI,
@@ -193,14 +194,15 @@ class IndexRun:
 def prepare_run(paths: Iterable[str | Path], collection: str, model, store: Store,
                 source: str | None = None, chunk_tokens: int | None = None,
                 overlap: int = DEFAULT_OVERLAP, short_dim: int | None = None,
-                language: str | None = None) -> IndexRun:
+                language: str | None = None, mode: Mode | None = None) -> IndexRun:
     """Create or check the collection, discover the files and read what is stored."""
     roots = [Path(p).resolve() for p in paths]
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise PolyseekError(f"no such file or folder: {', '.join(missing)}")
-    wanted = spec_for(model, source, short_dim, language or DEFAULT_LANGUAGE)
-    spec = store.ensure_collection(collection, wanted, model, language)
+    wanted = spec_for(model, source, short_dim, language or DEFAULT_LANGUAGE,
+                      mode or DEFAULT_MODE)
+    spec = store.ensure_collection(collection, wanted, model, language, mode)
     size = chunk_tokens or default_chunk_tokens(model.capabilities)
     files, skipped = survey(roots, model.capabilities.modalities)
     return IndexRun(roots, files, skipped, spec, wanted.source, size, overlap,
@@ -228,6 +230,7 @@ def index_paths(
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
     language: str | None = None,
+    mode: Mode | None = None,
     progress: bool = False,
     on_file: Callable[[FileResult], None] | None = None,
 ) -> IndexSummary:
@@ -239,11 +242,12 @@ def index_paths(
     0 for none.
     language: BM25 language of a new collection (default English); an existing collection
     must have been built with it.
+    mode: the collection's default search mode (a new collection's default: dense).
     on_file: called after each file is written (or skipped, or failed).
     """
     encoder = LocalModel(model)
     run = prepare_run(paths, collection, encoder, store, source, chunk_tokens, overlap,
-                      short_dim, language)
+                      short_dim, language, mode)
     summary = run.summary(collection)
     with _progress(progress) as bar:
         task = bar.add_task("indexing", total=len(run.files), chunks=0)
@@ -344,10 +348,11 @@ async def index_documents(
     overlap: int = DEFAULT_OVERLAP,
     short_dim: int | None = None,
     language: str | None = None,
+    mode: Mode | None = None,
 ) -> IndexSummary:
     """Index documents (or (id, text) pairs) given in memory, with the same idempotence as
     files: an id whose text and metadata are stored whole is skipped, a changed one replaces
-    its old chunks. `short_dim`, `language`: as `index_paths`, for a new collection.
+    its old chunks. `short_dim`, `language`, `mode`: as `index_paths`.
 
     The store is used in short calls (the collection, what is stored, one document's points);
     chunks are embedded between them, about EMBED_GROUP at a time, so concurrent requests keep
@@ -355,8 +360,9 @@ async def index_documents(
     """
     docs = [d if isinstance(d, Document) else Document(*d) for d in documents]
     spec = await store.call(store.ensure_collection, collection,
-                            spec_for(encoder, source, short_dim, language or DEFAULT_LANGUAGE),
-                            encoder, language)
+                            spec_for(encoder, source, short_dim, language or DEFAULT_LANGUAGE,
+                                     mode or DEFAULT_MODE),
+                            encoder, language, mode)
     wanted_indexes = {k: v for d in docs if d.metadata
                       for k, v in metadata_indexes(d.metadata).items()}
     if wanted_indexes:

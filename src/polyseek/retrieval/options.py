@@ -19,11 +19,18 @@ DEFAULT_MODE: Mode = "dense"
 DEFAULT_FUSION: Fusion = "rrf"
 
 
-def check_options(mode: str, fusion: str, weights: Sequence[float] | None, top_k: int) -> None:
-    if top_k < 1:
-        raise InvalidInput("top_k must be at least 1", ("top_k",))
+def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise InvalidInput(f"mode must be one of {', '.join(MODES)} (got {mode!r})", ("mode",))
+
+
+def check_options(mode: str | None, fusion: str, weights: Sequence[float] | None,
+                  top_k: int) -> None:
+    """`mode` None: the collection's default mode."""
+    if top_k < 1:
+        raise InvalidInput("top_k must be at least 1", ("top_k",))
+    if mode is not None:
+        check_mode(mode)
     if fusion not in ("rrf", "dbsf"):
         raise InvalidInput(f"fusion must be rrf or dbsf (got {fusion!r})", ("fusion",))
     if weights is not None and (len(weights) != 2 or min(weights) < 0 or sum(weights) == 0):

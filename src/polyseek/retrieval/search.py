@@ -165,7 +165,7 @@ async def search_async(
     *,
     store: Store,
     top_k: int = 10,
-    mode: Mode = DEFAULT_MODE,
+    mode: Mode | None = None,
     fusion: Fusion = DEFAULT_FUSION,
     weights: Sequence[float] | None = None,
     where: Filter | None = None,
@@ -174,11 +174,12 @@ async def search_async(
 ) -> SearchResult:
     """The `top_k` best chunks of `collection` for `query`; `encoder` must be the model that
     built it. mode: dense, sparse (BM25) or hybrid (both, fused by `fusion` with `weights`
-    for the dense and the sparse list). where: conditions every hit meets. rerank: re-scores
-    the top candidates. explain: also return every stage's candidates. The store is used in
-    short calls, the models between them."""
+    for the dense and the sparse list); None: the collection's default mode. where:
+    conditions every hit meets. rerank: re-scores the top candidates. explain: also return
+    every stage's candidates. The store is used in short calls, the models between them."""
     check_options(mode, fusion, weights, top_k)
     spec = await store.call(store.check_model, collection, encoder)
+    mode = mode or spec.mode
     limit = max(top_k * RERANK_FACTOR, MIN_CANDIDATES) if rerank is not None else top_k
     trace: list[Stage] = []
     lists: dict[str, list[Point]] = {}

@@ -110,6 +110,9 @@ class ServerStore(Store):
         for key, kind in BASE_INDEXES.items():
             self.create_index(collection, key, kind)
 
+    def write_spec(self, collection: str, spec: CollectionSpec) -> None:
+        self.client.update_collection(collection, metadata=spec.as_metadata())
+
     def delete_collection(self, collection: str) -> bool:
         return bool(self.client.collection_exists(collection)
                     and self.client.delete_collection(collection))

@@ -25,7 +25,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from PIL import Image
 from polyseek.errors import InvalidInput, PolyseekError
 from polyseek.retrieval.bm25 import DEFAULT_LANGUAGE, SparseVector, check_language
 from polyseek.retrieval.filters import FIELDS, Filter, IndexKind
+from polyseek.retrieval.options import DEFAULT_MODE, MODES, Mode, check_mode
 
 FULL, SHORT, MULTI, SPARSE = "full", "short", "multi", "bm25"
 DEFAULT_DATA_DIR = Path("polyseek-data")
@@ -91,7 +92,8 @@ def check_collection_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """What a collection records about the model that built it, and its BM25 language."""
+    """What a collection records about the model that built it, its BM25 language and the
+    search mode a query gets when it names none."""
 
     model: str  # the model's name, as given on the command line (NAME=SOURCE)
     source: str  # where to load it from again (a directory, bundled package or hub id)
@@ -100,6 +102,7 @@ class CollectionSpec:
     short_dim: int | None  # prefetch vector size, None when there is no short vector
     multivector_dim: int | None  # MaxSim token vector size, None when none
     language: str = DEFAULT_LANGUAGE  # BM25 stemmer and stop words ("multilingual": none)
+    mode: Mode = DEFAULT_MODE  # the collection's default search mode
 
     def as_metadata(self) -> dict[str, Any]:
         return {"polyseek": asdict(self)}
@@ -110,7 +113,8 @@ class CollectionSpec:
         if not record:
             return None
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
+        spec = cls(**{k: v for k, v in record.items() if k in known})
+        return spec if spec.mode in MODES else replace(spec, mode=DEFAULT_MODE)
 
 
 def model_name(model) -> str:
@@ -132,9 +136,10 @@ def default_short_dim(matryoshka_dims: Iterable[int], dim: int) -> int | None:
 
 
 def spec_for(model, source: str | None = None, short_dim: int | None = None,
-             language: str = DEFAULT_LANGUAGE) -> CollectionSpec:
+             language: str = DEFAULT_LANGUAGE, mode: Mode = DEFAULT_MODE) -> CollectionSpec:
     """The collection record for `model`; `short_dim` overrides the Matryoshka default
     (0: no short vector)."""
+    check_mode(mode)
     caps = model.capabilities
     short = short_dim
     if short is None:
@@ -151,6 +156,7 @@ def spec_for(model, source: str | None = None, short_dim: int | None = None,
         short_dim=short,
         multivector_dim=(caps.multivector_dim or caps.dim) if caps.multivector else None,
         language=check_language(language),
+        mode=mode,
     )
 
 
@@ -251,6 +257,10 @@ class Store(ABC):
         """Create the collection for `spec`, with BASE_INDEXES, atomically."""
 
     @abstractmethod
+    def write_spec(self, collection: str, spec: CollectionSpec) -> None:
+        """Replace the existing collection's record with `spec`, atomically."""
+
+    @abstractmethod
     def delete_collection(self, collection: str) -> bool:
         """Drop the collection; False when there was none."""
 
@@ -318,9 +328,11 @@ class Store(ABC):
         return spec
 
     def ensure_collection(self, collection: str, spec: CollectionSpec, model,
-                          language: str | None = None) -> CollectionSpec:
+                          language: str | None = None,
+                          mode: Mode | None = None) -> CollectionSpec:
         """Create the collection for `spec`, or check an existing one was built by `model`
-        (and, when `language` is given, with that BM25 language)."""
+        (and, when `language` is given, with that BM25 language); a `mode` given becomes its
+        default search mode."""
         check_collection_name(collection)
         if collection not in self.names():
             self.create(collection, spec)
@@ -331,6 +343,9 @@ class Store(ABC):
             raise ModelMismatch(
                 f"collection {collection!r} was built with BM25 language "
                 f"{existing.language!r}, not {language!r}; index into another collection")
+        if mode is not None and existing.mode != mode:
+            existing = replace(existing, mode=mode)
+            self.write_spec(collection, existing)
         return existing
 
     def ensure_indexes(self, collection: str, wanted: dict[str, IndexKind]) -> None:

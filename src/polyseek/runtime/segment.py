@@ -16,7 +16,7 @@ Token = tuple[str, list[int]]  # the text a token (or a run of tokens sharing it
 @dataclass
 class Segmentation:
     num_tokens: int
-    tokens: list[Token] | None = None
+    tokens: list[Token] | list[list[Token]] | None = None  # per chunk when chunks are returned
     chunk_positions: list[Span] | None = None  # character offsets into the content
     chunks: list[str] | None = None
 
@@ -41,21 +41,38 @@ def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, objec
     return name, tokenizer
 
 
-def _group(content: str, ids: list[int], offsets: list[tuple[int, int]]) -> list[Token]:
-    """Tokens as (text, ids): tokens that share characters (a word-start marker and its word,
-    the bytes of one emoji) make one entry."""
-    out: list[Token] = []
+def _group(content: str, ids: list[int],
+           offsets: list[tuple[int, int]]) -> list[tuple[int, Token]]:
+    """Tokens as (start offset, (text, ids)): tokens that share characters (a word-start
+    marker and its word, the bytes of one emoji) make one entry."""
+    out: list[tuple[int, Token]] = []
     end = -1
     for token, (s, e) in zip(ids, offsets, strict=True):
         if out and (s < end or s == e):
-            text, group = out[-1]
+            start, (text, group) = out[-1]
             if e > end:
                 text, end = text + content[end:e], e
-            out[-1] = (text, [*group, token])
+            out[-1] = (start, (text, [*group, token]))
         else:
-            out.append((content[s:e], [token]))
+            out.append((s, (content[s:e], [token])))
             end = e
     return out
+
+
+def _per_chunk(tokens: list[tuple[int, Token]],
+               spans: list[tuple[int, int]]) -> list[list[Token]]:
+    """The tokens of each chunk: those that start inside it (Jina's layout when chunks are
+    returned too); tokens between chunks (the whitespace a chunk drops) belong to none."""
+    grouped: list[list[Token]] = [[] for _ in spans]
+    i = 0
+    for start, token in tokens:
+        while i < len(spans) and start >= spans[i][1]:
+            i += 1
+        if i == len(spans):
+            break
+        if start >= spans[i][0]:
+            grouped[i].append(token)
+    return grouped
 
 
 def segment(tokenizer, content: str, *, return_tokens: bool = False,
@@ -74,11 +91,13 @@ def segment(tokenizer, content: str, *, return_tokens: bool = False,
         ids, offsets = ids[-tail:], offsets[-tail:]
         start = min((s for s, _ in offsets), default=end)
     out = Segmentation(num_tokens=len(ids))
-    if return_tokens:
-        out.tokens = _group(content, ids, offsets)
     if return_chunks:
         part = content[start:end]
         out.chunk_positions = [(start + s, start + e)
                                for s, e in chunk_spans(part, max_chunk_length)]
         out.chunks = [content[s:e] for s, e in out.chunk_positions]
+    if return_tokens:
+        tokens = _group(content, ids, offsets)
+        out.tokens = ([token for _, token in tokens] if out.chunk_positions is None
+                      else _per_chunk(tokens, out.chunk_positions))
     return out

@@ -9,9 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +19,9 @@ import torch
 
 from polyseek.eval.data import Dataset
 from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
-from polyseek.models.base import pad_batch, truncate_and_normalize
+from polyseek.models.base import Embedder, truncate_and_normalize
 from polyseek.models.hf_encoder import HFEncoder
-from polyseek.models.text_encoder import tokenize
-from polyseek.train import evaluate, export, loop
+from polyseek.train import evaluate, loop
 from polyseek.train.data import (
     Example,
     TrainDataError,
@@ -34,10 +32,14 @@ from polyseek.train.data import (
     split_heldout,
     write_beir,
 )
-from polyseek.train.losses import false_negative_mask, matryoshka_info_nce
+from polyseek.train.losses import (
+    false_negative_mask,
+    late_interaction_info_nce,
+    matryoshka_info_nce,
+)
+from polyseek.train.trainee import EncoderTrainee, Trainee
 
 CURVE_DIMS = (64, 128, 256)  # curve points when neither the model nor the run names dims
-LORA_TARGETS = r".*encoder\.layer\.\d+\..*(query|key|value|dense)$"
 REPORT = "train_report.json"
 
 
@@ -90,59 +92,24 @@ def check_settings(s: EmbedderSettings) -> None:
         raise TrainDataError("negative counts must be 0 or more")
 
 
-def load_encoder(source: str) -> tuple[HFEncoder, Path]:
-    directory = resolve_source(source)
-    encoder = load_model(source, backend="torch")
-    if not isinstance(encoder, HFEncoder):
-        raise TrainDataError(f"{source}: embedder training takes a transformers encoder "
-                             f"(hf-encoder family), not {encoder.capabilities.family}")
-    if encoder.adapters:
-        raise TrainDataError(f"{source} already carries LoRA adapters; train from its base")
-    return encoder, directory
+def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
+    """The model to train (as loaded for serving), wrapped for its family, and its
+    checkpoint directory."""
+    directory = resolve_source(settings.model)
+    model = load_model(settings.model, backend="torch")
+    if isinstance(model, HFEncoder):
+        trainee = EncoderTrainee(
+            model, settings.model, lora=settings.lora, task=settings.task,
+            prompt=settings.prompt, lora_rank=settings.lora_rank,
+            lora_alpha=settings.lora_alpha, train_embeddings=settings.train_embeddings,
+            max_length=settings.max_length)
+    else:
+        raise TrainDataError(f"{settings.model}: embedder training takes a transformers "
+                             f"encoder (hf-encoder family), not {model.capabilities.family}")
+    return trainee, model, directory
 
 
-class Trainee:
-    """The encoder being trained: tokenises as the server does, pools with gradients."""
-
-    def __init__(self, encoder: HFEncoder, settings: EmbedderSettings):
-        self.encoder = encoder
-        self.settings = settings
-        self.module = encoder.model
-        caps = encoder.capabilities
-        if settings.lora:
-            prompt = encoder.prompts.get(caps.role_task("query") or "", "")
-            self.task_prompt = prompt if settings.prompt is None else settings.prompt
-            self.query_prompt = self.doc_prompt = self.task_prompt
-            self.module = self._with_lora()
-        else:
-            self.task_prompt = ""
-            self.query_prompt = encoder.prompts.get(caps.role_task("query") or "", "")
-            self.doc_prompt = encoder.prompts.get(caps.role_task("document") or "", "")
-            if not settings.train_embeddings:
-                encoder.model.embeddings.word_embeddings.weight.requires_grad_(False)
-        self.params = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
-
-    def _with_lora(self):
-        from peft import LoraConfig, get_peft_model
-
-        s = self.settings
-        config = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=0.1,
-                            target_modules=LORA_TARGETS, bias="none")
-        return get_peft_model(self.encoder.model, config)
-
-    def pooled(self, texts: Sequence[str], prompt: str) -> torch.Tensor:
-        """Pooled, unnormalised vectors [N, D] with gradients."""
-        ids = tokenize(self.encoder.tokenizer, texts, prompt, self.settings.max_length, True,
-                       self.encoder.name)
-        input_ids, mask = pad_batch(ids, self.encoder.pad_id)
-        hidden = self.module(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        if self.encoder.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1)
-
-
-def mine(encoder: HFEncoder, data: TrainingData, train: list, heldout: list, count: int,
+def mine(encoder: Embedder, data: TrainingData, train: list, heldout: list, count: int,
          doc_vectors: np.ndarray, doc_ids: list[str]) -> dict[str, list[str]]:
     """Per training query, its `count` nearest passages under the starting model that are
     not among its positives nor held-out positives."""
@@ -166,7 +133,7 @@ def mine(encoder: HFEncoder, data: TrainingData, train: list, heldout: list, cou
     return mined
 
 
-def curve_dims(settings: EmbedderSettings, encoder: HFEncoder) -> tuple[tuple[int, ...], list]:
+def curve_dims(settings: EmbedderSettings, encoder: Embedder) -> tuple[tuple[int, ...], list]:
     """(dims the loss covers, dims the held-out curve reports)."""
     trained = tuple(settings.matryoshka_dims or encoder.capabilities.matryoshka_dims or ())
     full = encoder.capabilities.dim
@@ -175,7 +142,7 @@ def curve_dims(settings: EmbedderSettings, encoder: HFEncoder) -> tuple[tuple[in
     return trained, sorted(set(trained or CURVE_DIMS))
 
 
-def prepare(encoder: HFEncoder, data: TrainingData, train: list, heldout: list,
+def prepare(encoder: Embedder, data: TrainingData, train: list, heldout: list,
             dataset: Dataset, settings: EmbedderSettings, dims: list[int]) -> dict:
     """What is computed once with the starting model: the held-out curve, mined negatives."""
     caps = encoder.capabilities
@@ -198,33 +165,20 @@ def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSetti
         negatives = [text for row in batch for text in pick.sample(
             row.negatives, min(settings.negatives_per_query, len(row.negatives)))]
         documents = [row.positive for row in batch] + negatives
-        queries = trainee.pooled([row.query for row in batch], trainee.query_prompt)
-        docs = trainee.pooled(documents, trainee.doc_prompt)
+        queries = trainee.encode([row.query for row in batch], "query")
+        docs = trainee.encode(documents, "document")
         mask = false_negative_mask([row.positives for row in batch], documents)
-        total, terms = matryoshka_info_nce(queries, docs, mask, settings.temperature, dims)
-        return total, {f"loss@{d}": float(t.detach()) for d, t in terms.items()}
+        total, terms = matryoshka_info_nce(queries.pooled, docs.pooled, mask,
+                                           settings.temperature, dims)
+        logged = {f"loss@{d}": float(t.detach()) for d, t in terms.items()}
+        if queries.tokens is not None:  # the multi-vector head: late-interaction InfoNCE
+            late = late_interaction_info_nce(queries.tokens, queries.mask, docs.tokens,
+                                             docs.mask, mask, settings.temperature)
+            total = total + late
+            logged["loss@multi"] = float(late.detach())
+        return total, logged
 
     return step
-
-
-def save(trainee: Trainee, base: Path, settings: EmbedderSettings,
-         dims: tuple[int, ...]) -> None:
-    """The output directory: a full checkpoint, or the base files plus adapters/<task>/."""
-    output = settings.output
-    if settings.lora:
-        export.copy_base_files(base, output, weights=True)
-        staging = output / f".{settings.task}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        trainee.module.peft_config["default"].base_model_name_or_path = settings.model
-        trainee.module.save_pretrained(staging)
-        export.replace_dir(staging, output / "adapters" / settings.task)
-        export.set_prompt(output, settings.task, trainee.task_prompt)
-        return
-    export.copy_base_files(base, output)
-    model = trainee.encoder.model
-    if dims:
-        model.config.matryoshka_dimensions = sorted(set(dims) | {model.config.hidden_size})
-    model.save_pretrained(output, safe_serialization=True)
 
 
 def train_embedder(settings: EmbedderSettings) -> dict:
@@ -238,7 +192,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     config = settings.fingerprint()
     payload = loop.start_state(output, config, settings.resume)
-    encoder, base = load_encoder(settings.model)
+    trainee, encoder, base = load_trainee(settings)
     trained_dims, dims = curve_dims(settings, encoder)
     extra = payload["extra"] if payload else prepare(encoder, data, train, heldout, dataset,
                                                      settings, dims)
@@ -246,7 +200,6 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         query.negatives = list(dict.fromkeys(query.negatives + extra["mined"].get(query.id, [])))
     rows = examples(data, train)
     loop.seed_everything(settings.seed)
-    trainee = Trainee(encoder, settings)
     trainee.module.train()
     schedule = loop.Schedule(
         steps=loop.steps_for(len(rows), settings.batch_size, settings.epochs,
@@ -259,12 +212,10 @@ def train_embedder(settings: EmbedderSettings) -> dict:
                      settings.on_step, "training embedder")
     train_seconds = round(time.perf_counter() - clock, 1)
     trainee.module.eval()
-    save(trainee, base, settings, trained_dims)
+    trainee.save(base, output, trained_dims)
     write_beir(dataset, output / "heldout")
     tuned = load_model(str(output), backend="torch")
-    query_task = settings.task if settings.lora else tuned.capabilities.role_task("query")
-    doc_task = settings.task if settings.lora else tuned.capabilities.role_task("document")
-    after = evaluate.dense_curve(tuned, dataset, query_task, doc_task, dims)
+    after = evaluate.dense_curve(tuned, dataset, *trainee.served_tasks(), dims)
     report = {
         "model": settings.model, "mode": "lora" if settings.lora else "full",
         "task": settings.task, "output": str(output),

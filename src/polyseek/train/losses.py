@@ -15,9 +15,14 @@ def info_nce(queries: torch.Tensor, documents: torch.Tensor, mask: torch.Tensor,
 
     queries [B, D], documents [N, D] (N >= B: the B positives first, then hard negatives),
     both L2-normalised."""
-    logits = queries @ documents.T / temperature  # [B, N]
-    logits = logits.masked_fill(mask, float("-inf"))
-    labels = torch.arange(len(queries))
+    return info_nce_logits(queries @ documents.T, mask, temperature)
+
+
+def info_nce_logits(similarity: torch.Tensor, mask: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """InfoNCE on a query-document similarity matrix [B, N] (positives on the diagonal)."""
+    logits = (similarity / temperature).masked_fill(mask, float("-inf"))
+    labels = torch.arange(len(similarity))
     return F.cross_entropy(logits, labels)
 
 
@@ -45,3 +50,25 @@ def false_negative_mask(positives: Sequence[frozenset[str]], documents: Sequence
         for j, doc in enumerate(documents):
             mask[i, j] = j != i and doc in texts
     return mask
+
+
+def maxsim(queries: torch.Tensor, query_mask: torch.Tensor, documents: torch.Tensor,
+           document_mask: torch.Tensor) -> torch.Tensor:
+    """Late-interaction scores [B, N]: for each query token its best document token's dot
+    product, summed over the query's tokens (ColBERT's MaxSim).
+
+    queries [B, Lq, P], documents [N, Ld, P]: L2-normalised token vectors; masks [B, Lq],
+    [N, Ld] true on real tokens."""
+    dots = torch.einsum("bqp,ndp->bnqd", queries, documents)  # [B, N, Lq, Ld]
+    dots = dots.masked_fill(~document_mask.bool()[None, :, None, :], float("-inf"))
+    best = dots.max(dim=-1).values  # [B, N, Lq]
+    return (best * query_mask.to(best.dtype)[:, None, :]).sum(-1)
+
+
+def late_interaction_info_nce(queries: torch.Tensor, query_mask: torch.Tensor,
+                              documents: torch.Tensor, document_mask: torch.Tensor,
+                              mask: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE on MaxSim divided by the query's token count (a mean in [-1, 1], so the
+    temperature means what it means for cosine); arguments as `maxsim` and `info_nce`."""
+    scores = maxsim(queries, query_mask, documents, document_mask)
+    return info_nce_logits(scores / query_mask.sum(-1, keepdim=True), mask, temperature)
