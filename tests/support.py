@@ -190,6 +190,24 @@ def write_tiny_jina_clip_v2(directory: Path) -> Path:
     return directory
 
 
+def write_tiny_jina_v3(directory: Path) -> Path:
+    """The tiny random jina-embeddings-v3 of the fixtures (five tasks, 64-d) laid out as a
+    checkpoint directory, with the fixtures' byte-level toy tokenizer."""
+    import shutil
+
+    parity = str(REPO / "tests" / "parity")
+    if parity not in sys.path:
+        sys.path.insert(0, parity)
+    from test_jina_embeddings_v3 import write_toy_tokenizer
+
+    v3 = FIXTURES / "jina-embeddings-v3"
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(v3 / "tiny_config.json", directory / "config.json")
+    shutil.copy(v3 / "tiny_weights.safetensors", directory / "model.safetensors")
+    write_toy_tokenizer(directory)
+    return directory
+
+
 def mixed_sentences(n: int = 1000, seed: int = 13) -> list[str]:
     """`n` deterministic texts of mixed languages and lengths from the 232 sentences in 24
     languages of tests/data/multilingual_sentences.tsv: 30 % word fragments (1 word up), 40 %

@@ -21,6 +21,7 @@ from polyseek.eval.data import Dataset
 from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
 from polyseek.models.base import Embedder, truncate_and_normalize
 from polyseek.models.hf_encoder import HFEncoder
+from polyseek.models.jina_v3 import JinaEmbeddingsV3
 from polyseek.train import evaluate, loop
 from polyseek.train.data import (
     Example,
@@ -32,6 +33,7 @@ from polyseek.train.data import (
     split_heldout,
     write_beir,
 )
+from polyseek.train.jina_v3_trainee import JinaV3Trainee
 from polyseek.train.losses import (
     false_negative_mask,
     late_interaction_info_nce,
@@ -103,9 +105,14 @@ def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
             prompt=settings.prompt, lora_rank=settings.lora_rank,
             lora_alpha=settings.lora_alpha, train_embeddings=settings.train_embeddings,
             max_length=settings.max_length)
+    elif isinstance(model, JinaEmbeddingsV3):
+        trainee = JinaV3Trainee(model, settings.lora, settings.task, prompt=settings.prompt,
+                                max_length=settings.max_length, seed=settings.seed)
     else:
         raise TrainDataError(f"{settings.model}: embedder training takes a transformers "
-                             f"encoder (hf-encoder family), not {model.capabilities.family}")
+                             "encoder (hf-encoder family, full or --lora) or "
+                             "jina-embeddings-v3 (--lora --task NAME), not "
+                             f"{model.capabilities.family}")
     return trainee, model, directory
 
 
@@ -225,7 +232,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         "loss_first": state.losses[0]["loss"] if state.losses else None,
         "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
         "ndcg@10": {"before": extra["before"], "after": after},
-        "adapter_mb": adapter_megabytes(output, settings.task) if settings.lora else None,
+        "adapter_mb": trainee.adapter_mb(output),
         "train_seconds": train_seconds,
         "seconds": round(time.perf_counter() - started, 1),
         "losses": state.losses,
@@ -234,7 +241,3 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     loop.checkpoint_path(output).unlink(missing_ok=True)
     return report
 
-
-def adapter_megabytes(output: Path, task: str) -> float:
-    folder = output / "adapters" / task
-    return round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2)

@@ -1,5 +1,6 @@
 """What `train embedder` needs from a model family: encode with gradients, save in the
-layout the family loads. One class per family; `trainee_for` picks it by the loaded model.
+layout the family loads. One class per family; `embedder.load_trainee` picks it by the loaded
+model (jina-embeddings-v3: `jina_v3_trainee.JinaV3Trainee`).
 
 `EncoderTrainee` covers transformers encoders (hf-encoder: e5, MiniLM, BERT-likes): full
 fine-tuning, or a PEFT LoRA saved as a named task under `adapters/<task>/`.
@@ -57,6 +58,10 @@ class Trainee(ABC):
     @abstractmethod
     def served_tasks(self) -> tuple[str | None, str | None]:
         """The (query, document) tasks the saved model encodes with, for the held-out eval."""
+
+    def adapter_mb(self, output: Path) -> float | None:
+        """The size of the trained adapter in `output` (MB), or None without one."""
+        return None
 
 
 class EncoderTrainee(Trainee):
@@ -121,3 +126,9 @@ class EncoderTrainee(Trainee):
             return self.task, self.task
         caps = self.encoder.capabilities
         return caps.role_task("query"), caps.role_task("document")
+
+    def adapter_mb(self, output: Path) -> float | None:
+        if not self.lora:
+            return None
+        folder = output / "adapters" / self.task
+        return round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2)
