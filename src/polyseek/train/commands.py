@@ -100,7 +100,8 @@ def embedder(
     epochs: Epochs = 1.0,
     max_steps: MaxSteps = None,
     max_length: Annotated[int, typer.Option(help="tokens per text in training")] = 128,
-    lora_rank: Annotated[int, typer.Option(help="LoRA rank")] = 8,
+    lora_rank: Annotated[int, typer.Option(
+        help="LoRA rank (a jina-embeddings-v3 task keeps the checkpoint's)")] = 8,
     train_embeddings: Annotated[bool, typer.Option(
         help="full fine-tuning: train the token embeddings too")] = False,
     heldout: Heldout = 0.1,
