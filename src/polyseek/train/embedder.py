@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from polyseek.eval.data import Dataset
 from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
@@ -103,6 +104,11 @@ def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
             prompt=settings.prompt, lora_rank=settings.lora_rank,
             lora_alpha=settings.lora_alpha, train_embeddings=settings.train_embeddings,
             max_length=settings.max_length)
+    elif model.capabilities.family == "jina-embeddings-v4":
+        from polyseek.train.jina_v4_trainee import JinaV4Trainee
+
+        trainee = JinaV4Trainee(model, settings.lora, settings.task, settings.prompt,
+                                settings.max_length)
     else:
         raise TrainDataError(f"{settings.model}: embedder training takes a transformers "
                              f"encoder (hf-encoder family), not {model.capabilities.family}")
@@ -153,7 +159,11 @@ def prepare(encoder: Embedder, data: TrainingData, train: list, heldout: list,
                                   caps.role_task("document"), dims, doc_vectors)
     mined = (mine(encoder, data, train, heldout, settings.mine_negatives, doc_vectors, doc_ids)
              if settings.mine_negatives else {})
-    return {"before": before, "mined": mined}
+    extra = {"before": before, "mined": mined}
+    if caps.multivector:
+        extra["before_multi"] = evaluate.maxsim_ndcg(encoder, dataset, caps.role_task("query"),
+                                                     caps.role_task("document"))
+    return extra
 
 
 def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSettings,
@@ -225,6 +235,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         "loss_first": state.losses[0]["loss"] if state.losses else None,
         "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
         "ndcg@10": {"before": extra["before"], "after": after},
+        **multivector_scores(tuned, dataset, extra, trainee.served_tasks()),
         "adapter_mb": adapter_megabytes(output, settings.task) if settings.lora else None,
         "train_seconds": train_seconds,
         "seconds": round(time.perf_counter() - started, 1),
@@ -235,6 +246,20 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     return report
 
 
+def multivector_scores(tuned: Embedder, dataset: Dataset, extra: dict,
+                       tasks: tuple[str | None, str | None]) -> dict:
+    """For a multi-vector model, the held-out MaxSim nDCG@10 before and after."""
+    if "before_multi" not in extra:
+        return {}
+    return {"maxsim_ndcg@10": {"before": extra["before_multi"],
+                               "after": evaluate.maxsim_ndcg(tuned, dataset, *tasks)}}
+
+
 def adapter_megabytes(output: Path, task: str) -> float:
+    """The size of the task's adapter: its own folder, or its tensors in the shared file."""
     folder = output / "adapters" / task
-    return round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2)
+    if folder.is_dir():
+        return round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2)
+    tensors = load_file(output / "adapters" / "adapter_model.safetensors")
+    return round(sum(t.nbytes for k, t in tensors.items() if k.endswith(f".{task}.weight"))
+                 / 1e6, 2)
