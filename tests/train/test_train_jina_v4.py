@@ -9,11 +9,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from polyseek import load_model
 from polyseek.train.data import TrainDataError
 from polyseek.train.embedder import EmbedderSettings, train_embedder
+from polyseek.train.evaluate import maxsim_rankings
+from polyseek.train.losses import maxsim
 
 from support import FIXTURES, serve_checkpoint
 
@@ -121,3 +125,18 @@ def test_bad_requests_are_refused(tmp_path, tiny_jina_v4, pairs_file):
         train_embedder(settings(pairs_file, tmp_path / "c", tiny_jina_v4, lora=False, task=None))
     with pytest.raises(TrainDataError, match="name is letters"):
         train_embedder(settings(pairs_file, tmp_path / "d", tiny_jina_v4, task="facts.query"))
+
+
+def test_exact_maxsim_search_ranks_as_the_loss_scores():
+    generator = torch.Generator().manual_seed(0)
+    queries = [F.normalize(torch.randn(n, 4, generator=generator), dim=-1) for n in (3, 5)]
+    docs = [F.normalize(torch.randn(n, 4, generator=generator), dim=-1) for n in (2, 6, 1, 4)]
+    width = max(len(d) for d in docs)
+    padded = torch.stack([F.pad(d, (0, 0, 0, width - len(d))) for d in docs])  # [4, 6, 4]
+    mask = torch.tensor([[i < len(d) for i in range(width)] for d in docs])
+    ids = ["a", "b", "c", "d"]
+    ranked = maxsim_rankings([q.numpy() for q in queries], [d.numpy() for d in docs],
+                             ["q0", "q1"], ids)
+    for qid, q in zip(("q0", "q1"), queries, strict=True):
+        scores = maxsim(q[None], torch.ones(1, len(q)), padded, mask)[0]  # [4]
+        assert ranked[qid] == [ids[j] for j in torch.argsort(-scores).tolist()]

@@ -7,6 +7,9 @@ The new task starts as a copy of the `retrieval` adapter (the released model's r
 quality is the starting point; LoRA's own start, B = 0, would be the bare backbone, which was
 never trained to embed alone); without a `retrieval` adapter, as LoRA does (A random, B zero).
 
+The deltas take the adapter file's rank and scaling (one `r` and `lora_alpha` for every
+task in it), so `--lora-rank` does not apply.
+
 Texts get the retrieval prompts of the model's task table ("Query: " / "Passage: "); the
 saved model serves NAME.query and NAME.passage with them (NAME alone: the query side, as
 text-matching always uses "Query: "). Both heads train: the pooled vector and the
