@@ -56,7 +56,7 @@ ARCHITECTURE = "JinaEmbeddingsV4Model"
 # config.json fields of v4 itself; everything else configures the Qwen2.5-VL backbone
 JINA_FIELDS = frozenset({
     "task_names", "matryoshka_dims", "multi_vector_projector_dim", "single_vector_pool_strategy",
-    "truncate_dim", "pretrained_peft_model_name_or_path", "auto_map",
+    "truncate_dim", "pretrained_peft_model_name_or_path", "auto_map", "api_tasks",
 })
 # API task -> (adapter, prompt prefix). text-matching is symmetric and always uses "Query".
 API_TASKS: dict[str, tuple[str, str]] = {
@@ -67,6 +67,8 @@ API_TASKS: dict[str, tuple[str, str]] = {
     "text-matching": ("text-matching", "Query: "),
 }
 DEFAULT_TASK = "text-matching"
+# config.json may add API tasks for adapters trained later (`polyseek train embedder --lora`):
+# "api_tasks": {"NAME.query": ["NAME", "Query: "], ...}, merged over API_TASKS.
 # The reference's fixed single-image prompt; <|image_pad|> is repeated once per merged patch.
 IMAGE_PROMPT_HEAD = "<|im_start|>user\n<|vision_start|>"
 IMAGE_PROMPT_TAIL = "<|vision_end|>Describe the image.<|im_end|>\n"
@@ -93,6 +95,7 @@ class JinaEmbeddingsV4Config:
     matryoshka_dims: tuple[int, ...]
     multi_vector_projector_dim: int
     pool_strategy: str = "mean"
+    api_tasks: tuple[tuple[str, str, str], ...] = ()  # (API task, adapter, prompt), added
 
     @classmethod
     def from_dict(cls, config: dict) -> JinaEmbeddingsV4Config:
@@ -107,7 +110,18 @@ class JinaEmbeddingsV4Config:
             matryoshka_dims=tuple(config.get("matryoshka_dims", (hidden,))),
             multi_vector_projector_dim=config.get("multi_vector_projector_dim", 128),
             pool_strategy=pool,
+            api_tasks=tuple((name, adapter, prompt) for name, (adapter, prompt)
+                            in config.get("api_tasks", {}).items()),
         )
+
+    def task_table(self) -> dict[str, tuple[str, str]]:
+        """API task -> (adapter, prompt prefix): the released tasks plus config.json's."""
+        table = {**API_TASKS, **{name: (adapter, prompt)
+                                 for name, adapter, prompt in self.api_tasks}}
+        unknown = sorted({adapter for adapter, _ in table.values()} - set(self.task_names))
+        if self.api_tasks and unknown:
+            raise ValueError(f"api_tasks name adapters not in task_names: {unknown}")
+        return table
 
     @property
     def hidden_size(self) -> int:
@@ -447,8 +461,9 @@ class JinaEmbeddingsV4:
         if self.pad_id is None:
             self.pad_id = config.backbone.text_config.bos_token_id or 0
         self.image_head, self.image_tail = self._image_prompt_ids()
+        self.api_tasks = config.task_table()
         self.capabilities = FAMILY.capabilities(
-            tasks=tuple(API_TASKS),
+            tasks=tuple(self.api_tasks),
             dim=config.hidden_size,
             min_dim=min(config.matryoshka_dims),
             matryoshka_dims=config.matryoshka_dims,
@@ -505,8 +520,8 @@ class JinaEmbeddingsV4:
     def _text_job(self, text: str, index: int, task: str, truncate: bool,
                   multivector: bool) -> JinaV4Job:
         limit = self.capabilities.max_tokens
-        (ids,) = tokenize(self.tokenizer, [text], API_TASKS[task][1], limit, truncate, self.name,
-                          index)
+        (ids,) = tokenize(self.tokenizer, [text], self.api_tasks[task][1], limit, truncate,
+                          self.name, index)
         return JinaV4Job(ids, task, multivector=multivector)
 
     def _image_job(self, image: Image.Image, task: str, multivector: bool) -> JinaV4Job:
@@ -528,7 +543,7 @@ class JinaEmbeddingsV4:
         outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
         by_adapter: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
-            by_adapter.setdefault(API_TASKS[self.resolve_task(job.task)][0], []).append(i)
+            by_adapter.setdefault(self.api_tasks[self.resolve_task(job.task)][0], []).append(i)
         for adapter, members in by_adapter.items():
             batch = [jobs[i] for i in members]
             for i, out in zip(members, self._embed_batch(batch, adapter), strict=True):

@@ -68,6 +68,9 @@ def _print(report: dict, as_json: bool) -> None:
         for label in ("before", "after"):
             typer.echo(f"{label:<10}  " + "  ".join(f"{v:6.3f}" for v in
                                                     scores[label].values()))
+        if multi := report.get("maxsim_ndcg@10"):
+            typer.echo(f"multi-vector (MaxSim) nDCG@10: before {multi['before']:.3f}, after "
+                       f"{multi['after']:.3f}")
         if report.get("adapter_mb") is not None:
             typer.echo(f"adapter {report['task']!r}: {report['adapter_mb']} MB")
     else:

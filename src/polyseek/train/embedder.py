@@ -22,6 +22,7 @@ from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
 from polyseek.models.base import Embedder, truncate_and_normalize
 from polyseek.models.hf_encoder import HFEncoder
 from polyseek.models.jina_v3 import JinaEmbeddingsV3
+from polyseek.models.jina_v4 import JinaEmbeddingsV4
 from polyseek.train import evaluate, loop
 from polyseek.train.data import (
     Example,
@@ -34,6 +35,7 @@ from polyseek.train.data import (
     write_beir,
 )
 from polyseek.train.jina_v3_trainee import JinaV3Trainee
+from polyseek.train.jina_v4_trainee import JinaV4Trainee
 from polyseek.train.losses import (
     false_negative_mask,
     late_interaction_info_nce,
@@ -108,10 +110,13 @@ def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
     elif isinstance(model, JinaEmbeddingsV3):
         trainee = JinaV3Trainee(model, settings.lora, settings.task, prompt=settings.prompt,
                                 max_length=settings.max_length, seed=settings.seed)
+    elif isinstance(model, JinaEmbeddingsV4):
+        trainee = JinaV4Trainee(model, settings.lora, settings.task, settings.prompt,
+                                settings.max_length)
     else:
         raise TrainDataError(f"{settings.model}: embedder training takes a transformers "
                              "encoder (hf-encoder family, full or --lora) or "
-                             "jina-embeddings-v3 (--lora --task NAME), not "
+                             "jina-embeddings-v3/v4 (--lora --task NAME), not "
                              f"{model.capabilities.family}")
     return trainee, model, directory
 
@@ -160,7 +165,11 @@ def prepare(encoder: Embedder, data: TrainingData, train: list, heldout: list,
                                   caps.role_task("document"), dims, doc_vectors)
     mined = (mine(encoder, data, train, heldout, settings.mine_negatives, doc_vectors, doc_ids)
              if settings.mine_negatives else {})
-    return {"before": before, "mined": mined}
+    extra = {"before": before, "mined": mined}
+    if caps.multivector:
+        extra["before_multi"] = evaluate.maxsim_ndcg(encoder, dataset, caps.role_task("query"),
+                                                     caps.role_task("document"))
+    return extra
 
 
 def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSettings,
@@ -232,6 +241,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         "loss_first": state.losses[0]["loss"] if state.losses else None,
         "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
         "ndcg@10": {"before": extra["before"], "after": after},
+        **multivector_scores(tuned, dataset, extra, trainee.served_tasks()),
         "adapter_mb": trainee.adapter_mb(output),
         "train_seconds": train_seconds,
         "seconds": round(time.perf_counter() - started, 1),
@@ -240,4 +250,13 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     (output / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     loop.checkpoint_path(output).unlink(missing_ok=True)
     return report
+
+
+def multivector_scores(tuned: Embedder, dataset: Dataset, extra: dict,
+                       tasks: tuple[str | None, str | None]) -> dict:
+    """For a multi-vector model, the held-out MaxSim nDCG@10 before and after."""
+    if "before_multi" not in extra:
+        return {}
+    return {"maxsim_ndcg@10": {"before": extra["before_multi"],
+                               "after": evaluate.maxsim_ndcg(tuned, dataset, *tasks)}}
 

@@ -1,5 +1,6 @@
 """Held-out scores as `polyseek eval` computes them (ranx nDCG@10 over exact dense search),
-for an embedder at several Matryoshka dims, and for a reranker on top of retrieval."""
+for an embedder at several Matryoshka dims (and exact MaxSim with its multi-vector output), and
+for a reranker on top of retrieval."""
 
 from __future__ import annotations
 
@@ -61,3 +62,31 @@ def rerank_scores(reranker: Reranker, dataset: Dataset, candidates: dict[str, li
         reranked[qid] = [head[i] for i in order] + docs[depth:]
     return {"retrieval": scores(dataset.qrels, candidates)[METRIC],
             "reranked": scores(dataset.qrels, reranked)[METRIC]}
+
+
+def maxsim_rankings(query_tokens: Sequence[np.ndarray], doc_tokens: Sequence[np.ndarray],
+                    query_ids: Sequence[str], doc_ids: Sequence[str],
+                    top_k: int = TOP_K) -> dict[str, list[str]]:
+    """Exact late-interaction search: each query's documents by MaxSim (per query token its
+    best document token's dot product, summed). Token vectors [T_i, P], L2-normalised."""
+    stacked = np.concatenate(doc_tokens)  # [sum T_d, P]
+    starts = np.cumsum([0] + [len(d) for d in doc_tokens[:-1]])  # first row of each document
+    k = min(top_k, len(doc_ids))
+    ranked = {}
+    for qid, tokens in zip(query_ids, query_tokens, strict=True):
+        dots = tokens @ stacked.T  # [T_q, sum T_d]
+        scores = np.maximum.reduceat(dots, starts, axis=1).sum(0)  # [documents]
+        best = np.argsort(-scores, kind="stable")[:k]
+        ranked[qid] = [doc_ids[j] for j in best]
+    return ranked
+
+
+def maxsim_ndcg(model: Embedder, dataset: Dataset, query_task: str | None,
+                doc_task: str | None, batch_size: int = 32) -> float:
+    """nDCG@10 on `dataset` of exact MaxSim search with the model's multi-vector output."""
+    qids, dids = list(dataset.queries), list(dataset.corpus)
+    queries = model.encode([dataset.queries[q] for q in qids], task=query_task,
+                           multivector=True, batch_size=batch_size)
+    docs = model.encode([dataset.corpus[d] for d in dids], task=doc_task, multivector=True,
+                        batch_size=batch_size)
+    return scores(dataset.qrels, maxsim_rankings(queries, docs, qids, dids))[METRIC]
