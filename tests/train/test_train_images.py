@@ -8,12 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from helpers import write_tiny_jina_v4
 from PIL import Image, ImageDraw
 
 from polyseek import load_model
-from polyseek.train.data import ImageItem, TrainDataError, load_training_data
+from polyseek.train.data import ImageItem, TrainDataError, load_training_data, model_inputs
 from polyseek.train.embedder import EmbedderSettings, train_embedder
+from polyseek.train.jina_clip_trainee import JinaClipTrainee
+from polyseek.train.jina_v4_trainee import JinaV4Trainee
 
 from support import FIXTURES, write_tiny_jina_clip_v2
 
@@ -150,3 +154,36 @@ def test_image_items_for_a_text_only_model_name_the_line(tmp_path, image_pairs, 
     with pytest.raises(TrainDataError, match="mixed.jsonl line 4: an image item, but .* reads "
                                              "text only"):
         train_embedder(settings(path, tmp_path / "out", tiny_encoder))
+
+
+def mixed_items(image_pairs: Path) -> list:
+    """An image, a caption, another image: the order the trainee must keep."""
+    folder = image_pairs.parent / "images"
+    return [ImageItem((folder / captions()[0][1]).resolve(), "test"), "a red square",
+            ImageItem((folder / captions()[3][1]).resolve(), "test")]
+
+
+def test_the_clip_trainee_encodes_as_the_model_serves(image_pairs, tiny_clip):
+    model = load_model(str(tiny_clip), backend="torch")
+    items = mixed_items(image_pairs)
+    served = model.encode(model_inputs(items), task="retrieval.query")
+    with torch.no_grad():
+        pooled = JinaClipTrainee(model, False, None).encode(items, "query").pooled
+    assert np.allclose(F.normalize(pooled, dim=-1).numpy(), served, atol=1e-5)
+
+
+@pytest.mark.skipif(not (FIXTURES / "jina-embeddings-v4").is_dir(),
+                    reason="jina-embeddings-v4 fixtures missing")
+def test_the_v4_trainee_encodes_images_as_the_model_serves(tmp_path, image_pairs):
+    """Before training, the new task is a copy of `retrieval`: both heads as served."""
+    base = tmp_path / "v4"
+    base.mkdir()
+    model = load_model(str(write_tiny_jina_v4(base, ["a red square"])), backend="torch")
+    items = mixed_items(image_pairs)
+    served = model.encode(model_inputs(items), task="retrieval.query")
+    tokens = model.encode(model_inputs(items), task="retrieval.query", multivector=True)
+    with torch.no_grad():
+        out = JinaV4Trainee(model, True, "pictures").encode(items, "query")
+    assert np.allclose(out.pooled.numpy(), served, atol=1e-5)
+    for row, expected in enumerate(tokens):
+        assert np.allclose(out.tokens[row][out.mask[row]].numpy(), expected, atol=1e-5)
