@@ -26,7 +26,7 @@ class TrainDataError(PolyseekError):
     """The training data is missing, malformed or empty, or a setting does not fit it."""
 
 
-IMAGE_LIMITS = ImageLimits(allow_local_paths=True)  # the server's limits; files are allowed
+IMAGE_LIMITS = ImageLimits(allow_local_paths=True)  # the default limits, local files allowed
 
 
 @dataclass(frozen=True)
