@@ -90,7 +90,7 @@ def test_jina_clip_v2_trains_both_towers_and_the_output_loads(tmp_path, image_pa
                                                               tiny_clip):
     base = tiny_clip
     output = tmp_path / "out"
-    report = train_embedder(settings(image_pairs, output, base))
+    report = train_embedder(settings(image_pairs, output, base, mine_negatives=1))
     assert report["mode"] == "full" and report["steps"] == len(report["losses"]) == 10
     assert loss_falls(report)
     assert set(report["ndcg@10"]["after"]) == {"8", "16", "32", "full"}
@@ -117,7 +117,7 @@ def test_a_jina_v4_task_adapter_trains_on_image_positives(tmp_path, image_pairs)
     base.mkdir()
     write_tiny_jina_v4(base, [caption for caption, _ in captions()])
     report = train_embedder(settings(image_pairs, tmp_path / "out", base, lora=True,
-                                     task="pictures", learning_rate=2e-3))
+                                     task="pictures", learning_rate=2e-3, epochs=6))
     assert loss_falls(report) and loss_falls(report, "loss@multi")
     multi = report["maxsim_ndcg@10"]
     assert all(0 <= v <= 1 for v in multi.values())
