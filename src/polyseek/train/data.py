@@ -1,5 +1,12 @@
 """Training data: JSONL pairs or a BEIR directory, grouped by query and split (seeded) into
-training examples and a held-out evaluation set in the BEIR shape `polyseek eval` reads."""
+training examples and a held-out evaluation set in the BEIR shape `polyseek eval` reads.
+
+A JSONL item (query, positive, each negative) is a text or, for a model that reads images,
+`{"image": "path"}` (the `/v1/embeddings` item form; a relative path is relative to the JSONL
+file's folder). An image is checked when the file is read and keyed in the corpus by
+`image:<resolved path>`; it is decoded again (within the project's image limits) each time it
+is embedded.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,49 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polyseek.errors import PolyseekError
+from PIL import Image
+
+from polyseek.errors import InputTooLarge, InvalidInput, PolyseekError
 from polyseek.eval.data import Dataset, EvalError, load_dataset
+from polyseek.inputs.images import ImageLimits, decode_image_bytes, read_local_file
 
 
 class TrainDataError(PolyseekError):
     """The training data is missing, malformed or empty, or a setting does not fit it."""
+
+
+IMAGE_LIMITS = ImageLimits(allow_local_paths=True)  # the default limits, local files allowed
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """An image of the training data: its resolved file path (what it is compared and keyed
+    by) and, for error messages, where it was first read ("pairs.jsonl line 3")."""
+
+    path: Path
+    where: str = field(default="", compare=False)
+
+    @property
+    def doc_id(self) -> str:
+        return f"image:{self.path}"
+
+    def load(self) -> Image.Image:
+        """The decoded, upright RGB image; TrainDataError (naming the line) if it cannot be."""
+        if not self.path.is_file():
+            raise TrainDataError(f"{self.where}: image file {str(self.path)!r} not found")
+        try:
+            return decode_image_bytes(read_local_file(self.path, IMAGE_LIMITS.max_bytes),
+                                      IMAGE_LIMITS)
+        except (InvalidInput, InputTooLarge) as exc:
+            raise TrainDataError(f"{self.where}: image {str(self.path)!r}: {exc}") from exc
+
+
+Item = str | ImageItem  # a training item: a text or an image
+
+
+def model_inputs(items: list[Item]) -> list[str | Image.Image]:
+    """Items as models take them: texts as they are, images decoded."""
+    return [item.load() if isinstance(item, ImageItem) else item for item in items]
 
 
 @dataclass
@@ -21,29 +65,31 @@ class Query:
     """One query with every passage judged relevant to it and the hard negatives given."""
 
     id: str
-    text: str
+    text: Item
     positives: list[str]  # doc ids
     negatives: list[str] = field(default_factory=list)  # doc ids
 
 
 @dataclass
 class TrainingData:
-    corpus: dict[str, str]  # doc id -> text
+    corpus: dict[str, Item]  # doc id -> text or image
     queries: list[Query]
     name: str = "data"
+    first_image: ImageItem | None = None  # the first image item read, if any
 
-    def text(self, doc_id: str) -> str:
+    def text(self, doc_id: str) -> Item:
         return self.corpus[doc_id]
 
 
 @dataclass
 class Example:
-    """One training row: a query, one positive passage, its hard negatives (all text)."""
+    """One training row: a query, one positive passage, its hard negatives (texts or
+    images)."""
 
-    query: str
-    positive: str
-    negatives: list[str]
-    positives: frozenset[str]  # every positive text of the query (never a negative for it)
+    query: Item
+    positive: Item
+    negatives: list[Item]
+    positives: frozenset[Item]  # every positive item of the query (never a negative for it)
 
 
 def load_training_data(path: str | Path, split: str = "train") -> TrainingData:
@@ -68,42 +114,62 @@ def from_beir(dataset: Dataset) -> TrainingData:
     return TrainingData(dict(dataset.corpus), queries, dataset.name)
 
 
-def _field(row: dict, key: str, n: int, path: Path) -> str:
-    value = row.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise TrainDataError(f"{path.name} line {n}: {key!r} must be a non-empty string")
-    return value
+ITEM_FORM = 'a non-empty string or {"image": "path"}'
+
+
+def _item(value: object, key: str, where: str, folder: Path) -> Item:
+    """A text, or an image item resolved against `folder` (its file is checked later)."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, dict) and set(value) == {"image"} and \
+            isinstance(value["image"], str) and value["image"].strip():
+        return ImageItem((folder / value["image"]).resolve(), where)
+    raise TrainDataError(f"{where}: {key!r} must be {ITEM_FORM}")
+
+
+def _row_items(row: dict, where: str, folder: Path) -> tuple[Item, Item, list[Item]]:
+    """(query, positive, negatives) of one JSONL row."""
+    query = _item(row.get("query"), "query", where, folder)
+    positive = _item(row.get("positive"), "positive", where, folder)
+    negatives = row.get("negatives") or []
+    if not isinstance(negatives, list):
+        raise TrainDataError(f"{where}: 'negatives' must be a list, each {ITEM_FORM}")
+    return query, positive, [_item(t, "negatives", where, folder) for t in negatives]
 
 
 def read_jsonl(path: Path) -> TrainingData:
-    """Rows grouped by query text; passages deduplicated by text into a corpus."""
-    corpus: dict[str, str] = {}
-    ids: dict[str, str] = {}
-    queries: dict[str, Query] = {}
+    """Rows grouped by query; passages deduplicated (texts by text, images by resolved path)
+    into a corpus. Every image is decoded once here, so a bad one fails naming its line."""
+    corpus: dict[str, Item] = {}
+    ids: dict[Item, str] = {}
+    queries: dict[Item, Query] = {}
+    checked: set[ImageItem] = set()
+    first_image: ImageItem | None = None
 
-    def doc_id(text: str) -> str:
-        if text not in ids:
-            ids[text] = f"d{len(ids)}"
-            corpus[ids[text]] = text
-        return ids[text]
+    def doc_id(item: Item) -> str:
+        if item not in ids:
+            ids[item] = item.doc_id if isinstance(item, ImageItem) else f"d{len(ids)}"
+            corpus[ids[item]] = item
+        return ids[item]
 
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            where = f"{path.name} line {n}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise TrainDataError(f"{path.name} line {n}: not valid JSON ({exc})") from exc
+                raise TrainDataError(f"{where}: not valid JSON ({exc})") from exc
             if not isinstance(row, dict):
-                raise TrainDataError(f"{path.name} line {n}: expected a JSON object with "
-                                     "query, positive and optional negatives")
-            query, positive = _field(row, "query", n, path), _field(row, "positive", n, path)
-            negatives = row.get("negatives") or []
-            if not isinstance(negatives, list) or not all(
-                    isinstance(t, str) and t.strip() for t in negatives):
-                raise TrainDataError(f"{path.name} line {n}: 'negatives' must be a list of "
-                                     "non-empty strings")
+                raise TrainDataError(f"{where}: expected a JSON object with query, positive "
+                                     "and optional negatives")
+            query, positive, negatives = _row_items(row, where, path.parent)
+            for item in (query, positive, *negatives):
+                if isinstance(item, ImageItem) and item not in checked:
+                    item.load()
+                    checked.add(item)
+                    first_image = first_image or item
             entry = queries.setdefault(query, Query(f"q{len(queries)}", query, []))
             if (pid := doc_id(positive)) not in entry.positives:
                 entry.positives.append(pid)
@@ -112,7 +178,7 @@ def read_jsonl(path: Path) -> TrainingData:
         raise TrainDataError(f"{path.name} holds no training rows")
     for entry in queries.values():
         entry.negatives = [d for d in entry.negatives if d not in entry.positives]
-    return TrainingData(corpus, list(queries.values()), path.stem)
+    return TrainingData(corpus, list(queries.values()), path.stem, first_image)
 
 
 def split_heldout(data: TrainingData, fraction: float, seed: int
@@ -140,14 +206,21 @@ def write_beir(dataset: Dataset, directory: Path) -> None:
     """`dataset` as a BEIR directory (qrels split `test`), for `polyseek eval`."""
     (directory / "qrels").mkdir(parents=True, exist_ok=True)
     with (directory / "corpus.jsonl").open("w", encoding="utf-8") as f:
-        for did, text in dataset.corpus.items():
-            f.write(json.dumps({"_id": did, "text": text}, ensure_ascii=False) + "\n")
+        for did, item in dataset.corpus.items():
+            f.write(json.dumps(beir_row(did, item), ensure_ascii=False) + "\n")
     with (directory / "queries.jsonl").open("w", encoding="utf-8") as f:
-        for qid, text in dataset.queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+        for qid, item in dataset.queries.items():
+            f.write(json.dumps(beir_row(qid, item), ensure_ascii=False) + "\n")
     lines = ["query-id\tcorpus-id\tscore"] + [
         f"{q}\t{d}\t{s}" for q, docs in dataset.qrels.items() for d, s in docs.items()]
     (directory / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+
+
+def beir_row(item_id: str, item: Item) -> dict:
+    """A corpus or query row: {"_id", "text"}, or for an image {"_id", "image": path}."""
+    if isinstance(item, ImageItem):
+        return {"_id": item_id, "image": str(item.path)}
+    return {"_id": item_id, "text": item}
 
 
 def examples(data: TrainingData, queries: list[Query]) -> list[Example]:

@@ -21,6 +21,7 @@ from polyseek.eval.data import Dataset
 from polyseek.models import DEFAULT_MODEL_SOURCE, load_model, resolve_source
 from polyseek.models.base import Embedder, truncate_and_normalize
 from polyseek.models.hf_encoder import HFEncoder
+from polyseek.models.jina_clip import JinaClipV2
 from polyseek.models.jina_v3 import JinaEmbeddingsV3
 from polyseek.models.jina_v4 import JinaEmbeddingsV4
 from polyseek.train import evaluate, loop
@@ -34,6 +35,7 @@ from polyseek.train.data import (
     split_heldout,
     write_beir,
 )
+from polyseek.train.jina_clip_trainee import JinaClipTrainee
 from polyseek.train.jina_v3_trainee import JinaV3Trainee
 from polyseek.train.jina_v4_trainee import JinaV4Trainee
 from polyseek.train.losses import (
@@ -113,12 +115,24 @@ def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
     elif isinstance(model, JinaEmbeddingsV4):
         trainee = JinaV4Trainee(model, settings.lora, settings.task, settings.prompt,
                                 settings.max_length)
+    elif isinstance(model, JinaClipV2):
+        trainee = JinaClipTrainee(model, settings.lora, settings.task, settings.prompt,
+                                  settings.max_length, settings.train_embeddings)
     else:
         raise TrainDataError(f"{settings.model}: embedder training takes a transformers "
-                             "encoder (hf-encoder family, full or --lora) or "
-                             "jina-embeddings-v3/v4 (--lora --task NAME), not "
-                             f"{model.capabilities.family}")
+                             "encoder (hf-encoder family, full or --lora), "
+                             "jina-embeddings-v3/v4 (--lora --task NAME) or jina-clip-v2 "
+                             f"(full), not {model.capabilities.family}")
     return trainee, model, directory
+
+
+def check_modalities(data: TrainingData, encoder: Embedder, source: str) -> None:
+    """Image items need a model that reads images."""
+    image = data.first_image
+    if image is not None and "image" not in encoder.capabilities.modalities:
+        raise TrainDataError(f"{image.where}: an image item, but {source} "
+                             f"({encoder.capabilities.family}) reads text only; train a "
+                             "model that reads images (jina-clip-v2, jina-embeddings-v4)")
 
 
 def mine(encoder: Embedder, data: TrainingData, train: list, heldout: list, count: int,
@@ -209,6 +223,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     config = settings.fingerprint()
     payload = loop.start_state(output, config, settings.resume)
     trainee, encoder, base = load_trainee(settings)
+    check_modalities(data, encoder, settings.model)
     trained_dims, dims = curve_dims(settings, encoder)
     extra = payload["extra"] if payload else prepare(encoder, data, train, heldout, dataset,
                                                      settings, dims)

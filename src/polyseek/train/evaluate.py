@@ -1,6 +1,7 @@
 """Held-out scores as `polyseek eval` computes them (ranx nDCG@10 over exact dense search),
 for an embedder at several Matryoshka dims (and exact MaxSim with its multi-vector output), and
-for a reranker on top of retrieval."""
+for a reranker on top of retrieval. Queries and documents may be image items
+(`data.ImageItem`): they are decoded a batch at a time and embedded by the model."""
 
 from __future__ import annotations
 
@@ -11,15 +12,31 @@ import numpy as np
 from polyseek.eval.data import Dataset
 from polyseek.eval.metrics import scores
 from polyseek.models.base import Embedder, Reranker, truncate_and_normalize
+from polyseek.train.data import Item, model_inputs
 
 TOP_K = 100
 METRIC = "ndcg@10"
 
 
-def embed(model: Embedder, texts: Sequence[str], task: str | None,
+def embed(model: Embedder, items: Sequence[Item], task: str | None,
           batch_size: int = 32) -> np.ndarray:
     """Raw pooled vectors [N, D] (not normalised: truncation re-normalises per dim)."""
-    return model.encode(list(texts), task=task, normalize=False, batch_size=batch_size)
+    items = list(items)
+    if not items:
+        return model.encode([], task=task, normalize=False)
+    return np.concatenate([
+        model.encode(model_inputs(items[i:i + batch_size]), task=task, normalize=False,
+                     batch_size=batch_size)
+        for i in range(0, len(items), batch_size)])
+
+
+def embed_tokens(model: Embedder, items: Sequence[Item], task: str | None,
+                 batch_size: int = 32) -> list[np.ndarray]:
+    """Multi-vector output: one [T_i, P] array of L2-normalised token vectors per item."""
+    items = list(items)
+    return [tokens for i in range(0, len(items), batch_size)
+            for tokens in model.encode(model_inputs(items[i:i + batch_size]), task=task,
+                                       multivector=True, batch_size=batch_size)]
 
 
 def rankings(query_vectors: np.ndarray, doc_vectors: np.ndarray, query_ids: Sequence[str],
@@ -85,8 +102,6 @@ def maxsim_ndcg(model: Embedder, dataset: Dataset, query_task: str | None,
                 doc_task: str | None, batch_size: int = 32) -> float:
     """nDCG@10 on `dataset` of exact MaxSim search with the model's multi-vector output."""
     qids, dids = list(dataset.queries), list(dataset.corpus)
-    queries = model.encode([dataset.queries[q] for q in qids], task=query_task,
-                           multivector=True, batch_size=batch_size)
-    docs = model.encode([dataset.corpus[d] for d in dids], task=doc_task, multivector=True,
-                        batch_size=batch_size)
+    queries = embed_tokens(model, [dataset.queries[q] for q in qids], query_task, batch_size)
+    docs = embed_tokens(model, [dataset.corpus[d] for d in dids], doc_task, batch_size)
     return scores(dataset.qrels, maxsim_rankings(queries, docs, qids, dids))[METRIC]

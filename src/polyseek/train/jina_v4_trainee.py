@@ -14,6 +14,9 @@ Texts get the retrieval prompts of the model's task table ("Query: " / "Passage:
 saved model serves NAME.query and NAME.passage with them (NAME alone: the query side, as
 text-matching always uses "Query: "). Both heads train: the pooled vector and the
 multi-vector token vectors.
+
+Image items are encoded as the model serves them: the fixed image prompt with one
+<|image_pad|> per merged patch, pooled over the vision span, every token a multi-vector.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from polyseek.models.jina_v4 import (
     _ADAPTER_KEY,
     JinaEmbeddingsV4,
     JinaEmbeddingsV4Model,
+    JinaV4Job,
     MultiTaskLoRALinear,
 )
 from polyseek.models.text_encoder import tokenize
 from polyseek.train import export
-from polyseek.train.data import TrainDataError
+from polyseek.train.data import ImageItem, Item, TrainDataError
 from polyseek.train.trainee import Encoded, Role, Trainee
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -99,13 +103,23 @@ class JinaV4Trainee(Trainee):
         model.requires_grad_(False)
         self.params = add_task(model, task)
 
-    def encode(self, texts: Sequence[str], role: Role) -> Encoded:
-        ids = tokenize(self.embedder.tokenizer, texts, self.prompts[role], self.max_length,
-                       True, self.embedder.name)
-        input_ids, mask = pad_batch(ids, self.embedder.pad_id)  # [N, L]
-        out = self.module(input_ids, mask, task=self.task)
+    def encode(self, texts: Sequence[Item], role: Role) -> Encoded:
+        jobs = [self.job(item, role) for item in texts]
+        input_ids, mask = pad_batch([job.ids for job in jobs], self.embedder.pad_id)  # [N, L]
+        images = [job for job in jobs if job.pixel_values is not None]
+        pixel_values = torch.cat([job.pixel_values for job in images]) if images else None
+        grid = torch.tensor([job.grid_thw for job in images]) if images else None  # [I, 3]
+        out = self.module(input_ids, mask, pixel_values, grid, task=self.task)
         # pooled [N, D] (normalised; the loss re-normalises each prefix), tokens [N, L, P]
         return Encoded(out.single_vec_emb, out.multi_vec_emb, mask.bool())
+
+    def job(self, item: Item, role: Role) -> JinaV4Job:
+        """A text with the role's prompt (cut to `max_length`), or an image as served."""
+        if isinstance(item, ImageItem):
+            return self.embedder.prepare([item.load()])[0]
+        (ids,) = tokenize(self.embedder.tokenizer, [item], self.prompts[role], self.max_length,
+                          True, self.embedder.name)
+        return JinaV4Job(ids)
 
     def save(self, base: Path, output: Path, dims: tuple[int, ...]) -> None:
         """The base files (weights hard-linked), config.json with the new task, and

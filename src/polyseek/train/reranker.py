@@ -159,6 +159,9 @@ def train_reranker(settings: RerankerSettings) -> dict:
         raise TrainDataError("--batch-size and --depth must be at least 1")
     started = time.perf_counter()
     data = load_training_data(settings.data, settings.split)
+    if data.first_image is not None:
+        raise TrainDataError(f"{data.first_image.where}: an image item, but reranker "
+                             "training reads text only")
     train, heldout = split_heldout(data, settings.heldout, settings.seed)
     dataset = heldout_dataset(data, heldout)
     output = settings.output

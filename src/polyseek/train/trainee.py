@@ -1,6 +1,7 @@
 """What `train embedder` needs from a model family: encode with gradients, save in the
 layout the family loads. One class per family; `embedder.load_trainee` picks it by the loaded
-model (jina-embeddings-v3: `jina_v3_trainee.JinaV3Trainee`).
+model (jina-embeddings-v3: `jina_v3_trainee.JinaV3Trainee`, v4: `jina_v4_trainee`,
+jina-clip-v2: `jina_clip_trainee`).
 
 `EncoderTrainee` covers transformers encoders (hf-encoder: e5, MiniLM, BERT-likes): full
 fine-tuning, or a PEFT LoRA saved as a named task under `adapters/<task>/`.
@@ -22,7 +23,7 @@ from polyseek.models.base import pad_batch
 from polyseek.models.hf_encoder import HFEncoder
 from polyseek.models.text_encoder import tokenize
 from polyseek.train import export
-from polyseek.train.data import TrainDataError
+from polyseek.train.data import Item, TrainDataError
 
 Role = Literal["query", "document"]
 LORA_TARGETS = r".*encoder\.layer\.\d+\..*(query|key|value|dense)$"
@@ -46,8 +47,9 @@ class Trainee(ABC):
     params: dict[str, nn.Parameter]
 
     @abstractmethod
-    def encode(self, texts: Sequence[str], role: Role) -> Encoded:
-        """Encode a batch as the served model would for `role`, with gradients."""
+    def encode(self, texts: Sequence[Item], role: Role) -> Encoded:
+        """Encode a batch as the served model would for `role`, with gradients. Image items
+        reach only trainees of models that read images (`embedder.check_modalities`)."""
 
     @abstractmethod
     def save(self, base: Path, output: Path, dims: tuple[int, ...]) -> None:
