@@ -43,8 +43,9 @@ def tokenizer_for(registry: ModelRegistry, name: str | None) -> tuple[str, objec
 
 def _group(content: str, ids: list[int],
            offsets: list[tuple[int, int]]) -> list[tuple[int, Token]]:
-    """Tokens as (start offset, (text, ids)): tokens that share characters (a word-start
-    marker and its word, the bytes of one emoji) make one entry."""
+    """Tokens as (start, (text, ids)), start the offset of the first non-space character:
+    tokens that share characters (a word-start marker and its word, the bytes of one emoji)
+    make one entry."""
     out: list[tuple[int, Token]] = []
     end = -1
     for token, (s, e) in zip(ids, offsets, strict=True):
@@ -54,7 +55,9 @@ def _group(content: str, ids: list[int],
                 text, end = text + content[end:e], e
             out[-1] = (start, (text, [*group, token]))
         else:
-            out.append((s, (content[s:e], [token])))
+            text = content[s:e]
+            first = s + len(text) - len(text.lstrip())  # a word's token may hold its space
+            out.append((first if first < e else s, (text, [token])))
             end = e
     return out
 
