@@ -252,15 +252,18 @@ def test_a_corpus_declares_its_bm25_language(languages, declared):
 
 
 def test_search_defaults_are_the_measured_ones():
-    """The CLI and the web page default to the mode and fusion search_async defaults to
-    (chosen from `polyseek eval eval/sv-en`, README)."""
+    """A new collection's default mode, the CLI's and the web page's fusion are the ones
+    chosen from `polyseek eval eval/sv-en` (README); a search naming no mode takes its
+    collection's."""
     from polyseek import cli
     from polyseek.api.web import index_html
     from polyseek.retrieval.search import DEFAULT_FUSION, DEFAULT_MODE
+    from polyseek.retrieval.store import CollectionSpec
 
+    assert CollectionSpec("m", "s", "f", 8, None, None).mode == DEFAULT_MODE
     options = inspect.signature(cli.search).parameters
-    assert (options["mode"].default, options["fusion"].default) == (DEFAULT_MODE, DEFAULT_FUSION)
+    assert (options["mode"].default, options["fusion"].default) == (None, DEFAULT_FUSION)
     page = index_html()
-    assert f'<option value="{DEFAULT_MODE}" selected>' in page
+    assert f'data-server-default="{DEFAULT_MODE}"' in page
     assert f'<option value="{DEFAULT_FUSION}" selected>' in page
-    assert page.count(" selected>") == 2
+    assert page.count(" selected>") == 1
