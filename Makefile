@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	# headless Chromium for the web page test (skipped when absent: non-root, no apt)
 	command -v chromium >/dev/null || ( [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && apt-get install -y -qq chromium ) || true
+	# ranx's numba kernels, compiled once into the venv (else the first `polyseek eval` pays ~1 min)
+	$(BIN)/python -c "from polyseek.eval.metrics import compile_kernels; compile_kernels()"
 	touch $(STAMP)
 
 serve: setup

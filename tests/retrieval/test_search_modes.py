@@ -101,11 +101,10 @@ def test_cli_search_modes_filters_and_collections(folder, tmp_path):
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    assert run()["mode"] == "sparse"  # the collection's, as indexed
-    assert run("--mode", "dense")["mode"] == "dense"
-    assert [Path(h["path"]).name for h in run("--where", "extension=.txt", "--where",
-                                              "size<500", "--path-prefix",
-                                              str(folder / "guides"))["hits"]] == ["canoe.txt"]
+    filtered = run("--where", "extension=.txt", "--where", "size<500", "--path-prefix",
+                   str(folder / "guides"))
+    assert filtered["mode"] == "sparse"  # no --mode: the collection's, as indexed
+    assert [Path(h["path"]).name for h in filtered["hits"]] == ["canoe.txt"]
     explained = run("--explain", "--mode", "hybrid", "--fusion", "dbsf", "--weights", "2,1")
     assert [s["name"] for s in explained["stages"]] == ["rescore", "sparse", "fusion"]
     assert {Path(h["path"]).name for h in explained["stages"][1]["candidates"]} == {

@@ -53,6 +53,15 @@ def _full_run(rankings: Rankings, qrels: dict[str, dict[str, int]], name: str) -
     return to_run(filled, name)
 
 
+def compile_kernels() -> None:
+    """Run every ranx kernel polyseek uses once, so numba compiles them into its on-disk
+    cache (`make setup` does this; otherwise the first eval of each process tree pays it)."""
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    runs = {"x": {"q1": ["a", "b"], "q2": ["a", "b"]}, "y": {"q1": ["b", "a"], "q2": ["b"]}}
+    scores(qrels, runs["x"])
+    significance(qrels, runs, {"y": "x"})
+
+
 def latency(milliseconds: list[float]) -> dict[str, float]:
     p50, p95 = np.percentile(milliseconds, [50, 95]) if milliseconds else (0.0, 0.0)
     return {"p50": round(float(p50), 2), "p95": round(float(p95), 2)}
