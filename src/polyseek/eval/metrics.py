@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from ranx import Qrels, Run, compare, evaluate
 
@@ -58,8 +60,10 @@ def compile_kernels() -> None:
     cache (`make setup` does this; otherwise the first eval of each process tree pays it)."""
     qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
     runs = {"x": {"q1": ["a", "b"], "q2": ["a", "b"]}, "y": {"q1": ["b", "a"], "q2": ["b"]}}
-    scores(qrels, runs["x"])
-    significance(qrels, runs, {"y": "x"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's notes on ranx's casts, printed while compiling
+        scores(qrels, runs["x"])
+        significance(qrels, runs, {"y": "x"})
 
 
 def latency(milliseconds: list[float]) -> dict[str, float]:

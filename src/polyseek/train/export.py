@@ -8,9 +8,14 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".pt", ".h5", ".msgpack", ".ckpt")
 MODULE_DIR = re.compile(r"^\d+_\w+$")  # sentence-transformers modules: 1_Pooling, 2_Normalize
 ST_CONFIG = "config_sentence_transformers.json"
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "F64": torch.float64}
 
 
 def copy_base_files(base: Path, output: Path, weights: bool = False) -> None:
@@ -60,3 +65,15 @@ def replace_dir(source: Path, target: Path) -> None:
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
+
+
+def stored_dtypes(directory: Path) -> dict[str, torch.dtype]:
+    """The dtype of every tensor in a checkpoint's safetensors files (read from headers)."""
+    dtypes = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(path, "pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                dtype = SAFETENSORS_DTYPES.get(f.get_slice(key).get_dtype())
+                if dtype is not None:
+                    dtypes[key] = dtype
+    return dtypes

@@ -27,7 +27,6 @@ from polyseek.models.jina_clip import JinaClipV2, preprocess_image
 from polyseek.models.text_encoder import tokenize
 from polyseek.train import export
 from polyseek.train.data import ImageItem, Item, TrainDataError
-from polyseek.train.jina_v3_trainee import stored_dtypes
 from polyseek.train.trainee import Encoded, Role, Trainee
 
 
@@ -82,7 +81,7 @@ class JinaClipTrainee(Trainee):
         files: the layout the family loads."""
         export.copy_base_files(base, output)
         (output / "model.safetensors.index.json").unlink(missing_ok=True)
-        dtypes = stored_dtypes(base)
+        dtypes = export.stored_dtypes(base)
         state = {k: v.detach().to(dtypes.get(k, v.dtype)).contiguous()
                  for k, v in self.module.state_dict().items()}
         tmp = output / "model.safetensors.tmp"

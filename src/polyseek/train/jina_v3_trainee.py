@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -40,9 +39,6 @@ from polyseek.models.text_encoder import tokenize
 from polyseek.train import export
 from polyseek.train.data import TrainDataError
 from polyseek.train.trainee import Encoded, Role, Trainee
-
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                      "F64": torch.float64}
 
 
 class AppendedTask(nn.Module):
@@ -84,18 +80,6 @@ def append_task(module: nn.Module, seed: int) -> dict[str, AppendedTask]:
             weight[0] = AppendedTask(weight[0], generator)
             rows[f"{name}.parametrizations.weight.0"] = weight[0]
     return rows
-
-
-def stored_dtypes(directory: Path) -> dict[str, torch.dtype]:
-    """The dtype of every tensor in a checkpoint's safetensors files (read from headers)."""
-    dtypes = {}
-    for path in sorted(directory.glob("*.safetensors")):
-        with safe_open(path, "pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                dtype = SAFETENSORS_DTYPES.get(f.get_slice(key).get_dtype())
-                if dtype is not None:
-                    dtypes[key] = dtype
-    return dtypes
 
 
 class JinaV3Trainee(Trainee):
@@ -141,7 +125,7 @@ class JinaV3Trainee(Trainee):
         if output.resolve() != base.resolve():
             export.copy_base_files(base, output)
         (output / "model.safetensors.index.json").unlink(missing_ok=True)
-        dtypes = stored_dtypes(base)
+        dtypes = export.stored_dtypes(base)
         state = {k: v.to(dtypes.get(k, v.dtype)).contiguous()
                  for k, v in self.released_state().items()}
         tmp = output / "model.safetensors.tmp"
@@ -159,7 +143,7 @@ class JinaV3Trainee(Trainee):
 
     def adapter_mb(self, output: Path) -> float | None:
         """The new task's rows, at the saved precision."""
-        dtypes, size = stored_dtypes(output), 0
+        dtypes, size = export.stored_dtypes(output), 0
         for name, row in self.rows.items():
             for part, tensor in (("lora_A", row.new_A), ("lora_B", row.new_B)):
                 size += tensor.numel() * dtypes.get(f"{name}.{part}", tensor.dtype).itemsize
