@@ -77,9 +77,6 @@ class TrainingData:
     name: str = "data"
     first_image: ImageItem | None = None  # the first image item read, if any
 
-    def text(self, doc_id: str) -> Item:
-        return self.corpus[doc_id]
-
 
 @dataclass
 class Example:
