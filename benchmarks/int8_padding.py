@@ -1,4 +1,4 @@
-"""Why the int8 server trails sentence-transformers' ONNX int8 backend: batch order.
+"""What batch order costs the int8 backend, beside sentence-transformers' ONNX int8 one.
 
 In one process, on the sentences of `embed_throughput.py`, 32 per batch: polyseek's int8 and
 torch models on batches of globally length-sorted sentences, then on batches in arrival order

@@ -13,6 +13,7 @@ Two runs from multilingual-e5-small (the bundled default):
 (b) a LoRA adapter (rank 8) served as the task `docs`.
 
     .venv/bin/python benchmarks/train_embedder.py [--pairs 800] [--steps 50] [--out DIR]
+        [--runs full lora]
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--runs", nargs="+", choices=("full", "lora"), default=["full", "lora"])
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="polyseek-train-bench-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,8 @@ def main() -> None:
         "LoRA r=8, task docs": EmbedderSettings(str(data), out / "lora", lora=True,
                                                 task="docs", **common),
     }
+    runs = {label: settings for label, settings in runs.items()
+            if settings.output.name in args.runs}
     reports = {}
     for label, settings in runs.items():
         start = time.perf_counter()
@@ -118,12 +122,13 @@ def main() -> None:
     print(f"\ndata: {n} pairs from docstrings; held-out {first['heldout_queries']} queries over "
           f"{first['corpus']} passages; {args.steps} steps of {args.batch_size} queries "
           "(+1 mined hard negative each)")
-    print("| run | nDCG@10 before | after | @64 before | @64 after | @128 before | @128 after "
-          "| adapter MB | time (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| run | nDCG@10 before | after | @64 before | @64 after | @64 / full before | after "
+          "| @128 before | @128 after | adapter MB | time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, r in reports.items():
         b, a = r["ndcg@10"]["before"], r["ndcg@10"]["after"]
         print(f"| {label} | {b['full']:.3f} | {a['full']:.3f} | {b['64']:.3f} | {a['64']:.3f} "
+              f"| {b['64'] / b['full']:.3f} | {a['64'] / a['full']:.3f} "
               f"| {b['128']:.3f} | {a['128']:.3f} | {r['adapter_mb'] or '-'} "
               f"| {r['wall_seconds']} |")
     slim = {k: {f: v for f, v in r.items() if f != "losses"} for k, r in reports.items()}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from support import CHAT_MODEL, DEFAULT_MODEL, FIXTURES, write_tiny_jina_vlm
 
@@ -16,7 +17,15 @@ def polyseek(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=300)
 
 
-def test_embed_arguments_json(e5):
+@pytest.fixture(scope="module")
+def e5_default():
+    """The bundled default as `polyseek embed` loads it: on its default backend (int8)."""
+    from polyseek import load_model
+
+    return load_model(name=DEFAULT_MODEL)
+
+
+def test_embed_arguments_json(e5_default):
     result = polyseek("embed", "first text", "", "second text", "--json", "--dimensions", "64")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no library warnings or progress bars
@@ -27,11 +36,11 @@ def test_embed_arguments_json(e5):
                                                         (2, "second text")]
     assert rows[1]["embedding"] is None  # a blank text has no vector, and keeps its place
     got = np.array([rows[0]["embedding"], rows[2]["embedding"]], dtype=np.float32)
-    np.testing.assert_allclose(got, e5.encode(["first text", "second text"],
-                                              truncate_dim=64), atol=1e-6)
+    np.testing.assert_allclose(got, e5_default.encode(["first text", "second text"],
+                                                      truncate_dim=64), atol=1e-6)
 
 
-def test_embed_keeps_one_line_per_stdin_line(e5):
+def test_embed_keeps_one_line_per_stdin_line(e5_default):
     lines = ["from stdin", "", "   ", "another\tline"]
     result = polyseek("embed", "--with-text", stdin="\n".join(lines) + "\r\n")
     assert result.returncode == 0, result.stderr
@@ -42,7 +51,8 @@ def test_embed_keeps_one_line_per_stdin_line(e5):
     texts, vectors = zip(*(line.split("\t") for line in (out[0], out[3])), strict=True)
     assert texts == ("from stdin", "another line")  # the text beside its vector, on one line
     got = np.array([v.split() for v in vectors], dtype=np.float32)
-    np.testing.assert_allclose(got, e5.encode(["from stdin", "another\tline"]), atol=1e-5)
+    np.testing.assert_allclose(got, e5_default.encode(["from stdin", "another\tline"]),
+                               atol=1e-5)
 
 
 def test_encode_takes_one_string_or_an_empty_list(e5):

@@ -75,7 +75,7 @@ def serve(
     backend: Annotated[str | None, typer.Option(
         help="torch (float32) or int8 (ONNX Runtime, exported and quantised on first load, "
         "cached) for every model whose SOURCE names no @BACKEND and whose family has it. "
-        "Default: per model (DEFAULT_BACKEND); torch for the bundled models")
+        "Default: per model (DEFAULT_BACKEND): int8 for the bundled e5, torch otherwise")
     ] = None,
     host: Annotated[str | None, typer.Option(
         help="Default 127.0.0.1; 0.0.0.0 when API keys are configured")] = None,

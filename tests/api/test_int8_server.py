@@ -1,5 +1,5 @@
-"""The int8 backend behind a real `polyseek serve`: e5 on int8 beside a torch copy, the backend
-in /v1/models, and every embedding feature over HTTP."""
+"""The int8 backend behind a real `polyseek serve`: e5 on int8 (its default) beside a torch
+copy, the backend in /v1/models, and every embedding feature over HTTP."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def e5_int8():  # also builds the cached export the server reads
 
 @pytest.fixture(scope="module")
 def url(e5_int8, tmp_path_factory):
-    """e5 on int8 by name, and a copy with no backend named (torch, its default)."""
-    with serve_subprocess("-m", f"{DEFAULT_MODEL}={DEFAULT_MODEL_SOURCE}@int8",
-                          "-m", f"{TORCH_COPY}={DEFAULT_MODEL_SOURCE}",
+    """e5 with no backend named (int8, its default), and a copy on torch by name."""
+    with serve_subprocess("-m", f"{DEFAULT_MODEL}={DEFAULT_MODEL_SOURCE}",
+                          "-m", f"{TORCH_COPY}={DEFAULT_MODEL_SOURCE}@torch",
                           "--data", str(tmp_path_factory.mktemp("store"))) as base_url:
         yield base_url
 

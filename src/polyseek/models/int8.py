@@ -1,9 +1,13 @@
 """The int8 CPU backend: ONNX Runtime over a dynamically quantised export of a checkpoint.
 
 On first load the checkpoint's torch module is exported to ONNX (the TorchScript exporter, whose
-node names follow the module paths), every MatMul with a weight matrix is quantised to int8 per
-output channel (7-bit, see `REDUCE_RANGE`; activations are quantised per batch at run time,
-uint8) except the few in `FP32_NODES`, and the file is cached under
+node names follow the module paths; eager attention, whose pattern ONNX Runtime recognises),
+fused by ONNX Runtime's transformer optimiser (one `Attention` node per layer, embeddings and
+layer norms with their residual adds, bias + GELU) where the fused graph gives the export's
+outputs on a padded sample batch, then every MatMul with a weight matrix and every fused
+attention's QKV projection is quantised to int8 per output channel (7-bit, see
+`REDUCE_RANGE`; activations are quantised per batch at run time, uint8) except the few in
+`FP32_NODES`, and the file is cached under
 `<cache>/int8/<dir>-<output>-<digest>/model.onnx`. The digest covers the checkpoint's files
 (names, sizes, modification times) and the recipe, so a changed source is exported again. The
 export is written to a staging directory and renamed into place: a reader never sees half of
@@ -40,7 +44,7 @@ from polyseek.models.text_encoder import TextEncoder
 
 log = logging.getLogger("polyseek.int8")
 
-RECIPE_VERSION = 2  # part of the cache key: a new recipe exports again
+RECIPE_VERSION = 3  # part of the cache key: a new recipe exports again
 # MatMuls kept in float32, by a fragment of their ONNX node name. The first layer's FFN
 # down-projection reads GELU outputs with the widest range of the network, so one 8-bit scale
 # per batch loses most there.
@@ -101,33 +105,79 @@ def export_onnx(model: torch.nn.Module, output: str, token_types: bool, path: Pa
                           opset_version=OPSET, dynamo=False)
 
 
-def weight_matmuls(path: Path) -> list[str]:
-    """Names of the MatMul nodes whose second operand is a weight (an initializer)."""
+def fuse(fp32: Path, fused: Path, heads: int, hidden: int, token_types: bool) -> bool:
+    """Write ONNX Runtime's transformer-fused graph of `fp32` to `fused` if it gives the same
+    outputs (max |difference| 1e-3) on a padded sample batch; False (nothing written) if not."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimised = optimize_model(str(fp32), model_type="bert", num_heads=heads,
+                               hidden_size=hidden, opt_level=0)
+    if not optimised.get_fused_operator_statistics().get("Attention"):
+        return False
+    optimised.save_model_to_file(str(fused))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, (3, 12), dtype=np.int64)
+    mask = (np.arange(12) < np.array([[12], [7], [3]])).astype(np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if token_types:
+        feeds["token_type_ids"] = (np.arange(12) >= 6).astype(np.int64)[None].repeat(3, 0)
+    plain, candidate = (open_session(path).run(None, feeds)[0] for path in (fp32, fused))
+    keep = mask.astype(bool) if plain.ndim == 3 else slice(None)  # padded rows may differ
+    if np.abs(plain[keep] - candidate[keep]).max() <= 1e-3:
+        return True
+    log.warning("%s: the fused graph differs from the export; int8 runs unfused", fp32.parent)
+    fused.unlink()
+    return False
+
+
+def quantizable(path: Path) -> list[str]:
+    """Names of the nodes to quantise: MatMuls whose second operand is a weight (an
+    initializer) and fused attentions (their QKV projection)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {tensor.name for tensor in graph.initializer}
     return [node.name for node in graph.node
-            if node.op_type == "MatMul" and node.input[1] in weights]
+            if node.op_type == "Attention"
+            or (node.op_type == "MatMul" and node.input[1] in weights)]
 
 
 def quantize(fp32: Path, int8: Path) -> list[str]:
-    """Dynamic int8 quantisation of the weight MatMuls, per output channel, 7-bit weights
+    """Dynamic int8 quantisation of the `quantizable` nodes, per output channel, 7-bit weights
     (`REDUCE_RANGE`), but `FP32_NODES`; returns the names of the nodes kept in float32."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    nodes = weight_matmuls(fp32)
+    nodes = quantizable(fp32)
     kept = [name for name in nodes if any(part in name for part in FP32_NODES)]
-    quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul"], per_channel=True,
-                     reduce_range=REDUCE_RANGE, weight_type=QuantType.QInt8,
-                     nodes_to_quantize=[name for name in nodes if name not in kept])
+    with _without_root_records_from("onnxruntime"):  # advice and notes logged on the root logger
+        quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul", "Attention"],
+                         per_channel=True, reduce_range=REDUCE_RANGE,
+                         weight_type=QuantType.QInt8,
+                         nodes_to_quantize=[name for name in nodes if name not in kept],
+                         # fused operators are outside shape inference's reach: float tensors
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return kept
+
+
+@contextlib.contextmanager
+def _without_root_records_from(package: str):
+    """Drop records logged on the root logger from `package`'s files while inside."""
+    def outside(record: logging.LogRecord) -> bool:
+        return f"{os.sep}{package}{os.sep}" not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(outside)
+    try:
+        yield
+    finally:
+        root.removeFilter(outside)
 
 
 def int8_model(directory: Path, output: str, token_types: bool,
                load_module: Callable[[], torch.nn.Module]) -> Path:
-    """The quantised `model.onnx` for a checkpoint, exported and quantised on first use
-    (`load_module` gives the float32 torch module then)."""
+    """The quantised `model.onnx` for a checkpoint, exported, fused and quantised on first use
+    (`load_module` gives the float32 torch module, eager attention, then)."""
     cache = int8_cache_dir(directory, output)
     if (cache / "model.onnx").exists():
         return cache / "model.onnx"
@@ -137,12 +187,18 @@ def int8_model(directory: Path, output: str, token_types: bool,
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        export_onnx(load_module(), output, token_types, staging / "fp32.onnx")
-        kept = quantize(staging / "fp32.onnx", staging / "model.onnx")
-        (staging / "fp32.onnx").unlink()
+        module = load_module()
+        export_onnx(module, output, token_types, staging / "fp32.onnx")
+        fused = fuse(staging / "fp32.onnx", staging / "fused.onnx",
+                     module.config.num_attention_heads, module.config.hidden_size, token_types)
+        kept = quantize(staging / ("fused.onnx" if fused else "fp32.onnx"),
+                        staging / "model.onnx")
+        for stage in ("fp32.onnx", "fused.onnx"):
+            (staging / stage).unlink(missing_ok=True)
         (staging / "recipe.json").write_text(json.dumps(
             {"source": str(directory), "output": output, "recipe": RECIPE_VERSION,
-             "opset": OPSET, "reduce_range": REDUCE_RANGE, "fp32_nodes": kept}, indent=2))
+             "opset": OPSET, "fused": fused, "reduce_range": REDUCE_RANGE,
+             "fp32_nodes": kept}, indent=2))
         mark_derived(staging, directory)
         with contextlib.suppress(OSError):  # another process finished the same export first
             staging.rename(cache)
@@ -203,7 +259,8 @@ class Int8Encoder(TextEncoder):
 
         directory = Path(directory)
         path = int8_model(directory, "hidden", False,
-                          lambda: AutoModel.from_pretrained(directory, dtype=torch.float32))
+                          lambda: AutoModel.from_pretrained(directory, dtype=torch.float32,
+                                                            attn_implementation="eager"))
         return cls(open_session(path), AutoConfig.from_pretrained(directory),
                    AutoTokenizer.from_pretrained(directory), directory, name)
 
@@ -238,7 +295,8 @@ class Int8CrossEncoder(CrossEncoder):
             raise ValueError(f"{name or directory.name}: a cross-encoder has one output, "
                              f"not {config.num_labels}")
         path = int8_model(directory, "logits", config.type_vocab_size > 1,
-                          lambda: AutoModelForSequenceClassification.from_pretrained(directory))
+                          lambda: AutoModelForSequenceClassification.from_pretrained(
+                              directory, attn_implementation="eager"))
         return cls(open_session(path), config, AutoTokenizer.from_pretrained(directory),
                    directory, name)
 
