@@ -161,6 +161,33 @@ def test_export_is_cached_and_rebuilt_when_the_source_changes(cross_encoder_dir,
     assert leftovers == []
 
 
+def test_the_fused_graph_is_kept_only_where_it_gives_the_exports_outputs(cross_encoder_dir,
+                                                                        tmp_path):
+    """e5's export is fused (a quantised attention per layer); a fusion that computes
+    something else (here: told the wrong head count) is dropped."""
+    import copy
+
+    import onnx
+    from transformers import AutoConfig, AutoModel
+
+    from polyseek.models import resolve_source
+    from polyseek.models.int8 import export_onnx, fuse
+
+    e5_export = int8_cache_dir(resolve_source(DEFAULT_MODEL_SOURCE), "hidden")
+    load_model(f"{DEFAULT_MODEL_SOURCE}@int8")
+    assert json.loads((e5_export / "recipe.json").read_text())["fused"] is True
+    ops = [node.op_type for node in onnx.load(str(e5_export / "model.onnx")).graph.node]
+    assert ops.count("QAttention") == 12
+    config = AutoConfig.from_pretrained(cross_encoder_dir)
+    model = AutoModel.from_pretrained(cross_encoder_dir, attn_implementation="eager")
+    export_onnx(model, "hidden", False, tmp_path / "fp32.onnx")
+    assert fuse(tmp_path / "fp32.onnx", tmp_path / "fused.onnx", config, False)
+    wrong = copy.deepcopy(config)
+    wrong.num_attention_heads = 1
+    assert not fuse(tmp_path / "fp32.onnx", tmp_path / "wrong.onnx", wrong, False)
+    assert not (tmp_path / "wrong.onnx").exists()
+
+
 def test_a_failed_export_leaves_no_staging_directory(tmp_path, monkeypatch):
     from polyseek.models.int8 import int8_model
 

@@ -115,6 +115,8 @@ def test_bad_requests_are_clear_errors(tmp_path, pairs_file, tiny_v3):
         train_embedder(settings(pairs_file, tmp_path / "a", tiny_v3, task="text-matching"))
     with pytest.raises(TrainDataError, match="--lora --task NAME"):
         train_embedder(settings(pairs_file, tmp_path / "b", tiny_v3, lora=False, task=None))
+    with pytest.raises(TrainDataError, match="rank of the model's adapters"):
+        train_embedder(settings(pairs_file, tmp_path / "r", tiny_v3, lora_rank=8))
     (tmp_path / "clip").mkdir()
     clip = write_tiny_jina_clip_v2(tmp_path / "clip")
     with pytest.raises(TrainDataError, match="jina-clip-v2 has no task adapters"):

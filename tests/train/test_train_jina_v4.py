@@ -125,6 +125,8 @@ def test_bad_requests_are_refused(tmp_path, tiny_jina_v4, pairs_file):
         train_embedder(settings(pairs_file, tmp_path / "c", tiny_jina_v4, lora=False, task=None))
     with pytest.raises(TrainDataError, match="name is letters"):
         train_embedder(settings(pairs_file, tmp_path / "d", tiny_jina_v4, task="facts.query"))
+    with pytest.raises(TrainDataError, match="rank of the model's adapters"):
+        train_embedder(settings(pairs_file, tmp_path / "e", tiny_jina_v4, lora_rank=16))
 
 
 def test_exact_maxsim_search_ranks_as_the_loss_scores():

@@ -105,18 +105,20 @@ def export_onnx(model: torch.nn.Module, output: str, token_types: bool, path: Pa
                           opset_version=OPSET, dynamo=False)
 
 
-def fuse(fp32: Path, fused: Path, heads: int, hidden: int, token_types: bool) -> bool:
-    """Write ONNX Runtime's transformer-fused graph of `fp32` to `fused` if it gives the same
-    outputs (max |difference| 1e-3) on a padded sample batch; False (nothing written) if not."""
+def fuse(fp32: Path, fused: Path, config, token_types: bool) -> bool:
+    """Write ONNX Runtime's transformer-fused graph of `fp32` (a model with transformers
+    `config`) to `fused` if it gives the same outputs (max |difference| 1e-3) on a padded
+    sample batch; False (nothing written) if not."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimised = optimize_model(str(fp32), model_type="bert", num_heads=heads,
-                               hidden_size=hidden, opt_level=0)
+    optimised = optimize_model(str(fp32), model_type="bert",
+                               num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=0)
     if not optimised.get_fused_operator_statistics().get("Attention"):
         return False
     optimised.save_model_to_file(str(fused))
     rng = np.random.default_rng(0)
-    ids = rng.integers(5, 100, (3, 12), dtype=np.int64)
+    ids = rng.integers(5, min(100, config.vocab_size), (3, 12), dtype=np.int64)
     mask = (np.arange(12) < np.array([[12], [7], [3]])).astype(np.int64)
     feeds = {"input_ids": ids, "attention_mask": mask}
     if token_types:
@@ -189,8 +191,7 @@ def int8_model(directory: Path, output: str, token_types: bool,
     try:
         module = load_module()
         export_onnx(module, output, token_types, staging / "fp32.onnx")
-        fused = fuse(staging / "fp32.onnx", staging / "fused.onnx",
-                     module.config.num_attention_heads, module.config.hidden_size, token_types)
+        fused = fuse(staging / "fp32.onnx", staging / "fused.onnx", module.config, token_types)
         kept = quantize(staging / ("fused.onnx" if fused else "fp32.onnx"),
                         staging / "model.onnx")
         for stage in ("fp32.onnx", "fused.onnx"):

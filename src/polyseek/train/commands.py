@@ -106,8 +106,9 @@ def embedder(
     epochs: Epochs = 1.0,
     max_steps: MaxSteps = None,
     max_length: Annotated[int, typer.Option(help="tokens per text in training")] = 128,
-    lora_rank: Annotated[int, typer.Option(
-        help="LoRA rank (a jina-embeddings-v3 task keeps the checkpoint's)")] = 8,
+    lora_rank: Annotated[int | None, typer.Option(
+        help="LoRA rank, alpha 2 x rank (default 8; a jina-embeddings-v3/v4 task takes the "
+        "model's adapter rank)", min=1)] = None,
     train_embeddings: Annotated[bool, typer.Option(
         help="full fine-tuning: train the token embeddings too")] = False,
     heldout: Heldout = 0.1,
@@ -126,7 +127,7 @@ def embedder(
         negatives_per_query=negatives_per_query, temperature=temperature,
         batch_size=batch_size, learning_rate=learning_rate, epochs=epochs,
         max_steps=max_steps, max_length=max_length, lora_rank=lora_rank,
-        lora_alpha=2.0 * lora_rank, train_embeddings=train_embeddings, heldout=heldout,
+        train_embeddings=train_embeddings, heldout=heldout,
         split=split, seed=seed, resume=resume, checkpoint_every=checkpoint_every)
     _print(_run(train_embedder, settings), as_json)
 

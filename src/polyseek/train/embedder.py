@@ -71,8 +71,7 @@ class EmbedderSettings:
     heldout: float = 0.1
     split: str = "train"
     max_length: int = 128
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lora_rank: int | None = None  # default 8 (alpha 2 x rank); v3/v4 tasks take the model's
     train_embeddings: bool = False  # full fine-tuning: also the token embedding matrix
     seed: int = 0
     checkpoint_every: int = 50
@@ -106,9 +105,13 @@ def load_trainee(settings: EmbedderSettings) -> tuple[Trainee, Embedder, Path]:
     if isinstance(model, HFEncoder):
         trainee = EncoderTrainee(
             model, settings.model, lora=settings.lora, task=settings.task,
-            prompt=settings.prompt, lora_rank=settings.lora_rank,
-            lora_alpha=settings.lora_alpha, train_embeddings=settings.train_embeddings,
+            prompt=settings.prompt, lora_rank=settings.lora_rank or 8,
+            train_embeddings=settings.train_embeddings,
             max_length=settings.max_length)
+    elif isinstance(model, JinaEmbeddingsV3 | JinaEmbeddingsV4) and settings.lora_rank:
+        raise TrainDataError(f"{settings.model}: a new {model.capabilities.family} task takes "
+                             "the rank of the model's adapters (one for every task); drop "
+                             "--lora-rank")
     elif isinstance(model, JinaEmbeddingsV3):
         trainee = JinaV3Trainee(model, settings.lora, settings.task, prompt=settings.prompt,
                                 max_length=settings.max_length, seed=settings.seed)

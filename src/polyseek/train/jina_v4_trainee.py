@@ -8,7 +8,7 @@ quality is the starting point; LoRA's own start, B = 0, would be the bare backbo
 never trained to embed alone); without a `retrieval` adapter, as LoRA does (A random, B zero).
 
 The deltas take the adapter file's rank and scaling (one `r` and `lora_alpha` for every
-task in it), so `--lora-rank` does not apply.
+task in it), so `--lora-rank` is refused.
 
 Texts get the retrieval prompts of the model's task table ("Query: " / "Passage: "); the
 saved model serves NAME.query and NAME.passage with them (NAME alone: the query side, as

@@ -71,7 +71,7 @@ class EncoderTrainee(Trainee):
 
     def __init__(self, encoder: HFEncoder, source: str, lora: bool = False,
                  task: str | None = None, prompt: str | None = None, lora_rank: int = 8,
-                 lora_alpha: float = 16.0, train_embeddings: bool = False,
+                 train_embeddings: bool = False,
                  max_length: int = 128):
         if encoder.adapters:
             raise TrainDataError(f"{encoder.name or 'the model'} already carries LoRA "
@@ -86,7 +86,7 @@ class EncoderTrainee(Trainee):
             self.prompts = {"query": self.task_prompt, "document": self.task_prompt}
             from peft import LoraConfig, get_peft_model
 
-            config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.1,
+            config = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.1,
                                 target_modules=LORA_TARGETS, bias="none")
             self.module = get_peft_model(encoder.model, config)
         else:
