@@ -7,8 +7,8 @@ layer norms with their residual adds, bias + GELU) where the fused graph gives t
 outputs on a padded sample batch, then every MatMul with a weight matrix and every fused
 attention's QKV projection is quantised to int8 per output channel (7-bit, see
 `REDUCE_RANGE`; activations are quantised per batch at run time, uint8) except the few in
-`FP32_NODES`, and the file is cached under
-`<cache>/int8/<dir>-<output>-<digest>/model.onnx`. The digest covers the checkpoint's files
+`FP32_NODES`, and the result is cached under `<cache>/int8/<dir>-<output>-<digest>/`
+(`model.onnx`, its weights in `model.onnx.data`). The digest covers the checkpoint's files
 (names, sizes, modification times) and the recipe, so a changed source is exported again. The
 export is written to a staging directory and renamed into place: a reader never sees half of
 one. Exports of an older version of the checkpoint, or of one that is gone, are removed then.
@@ -44,7 +44,7 @@ from polyseek.models.text_encoder import TextEncoder
 
 log = logging.getLogger("polyseek.int8")
 
-RECIPE_VERSION = 3  # part of the cache key: a new recipe exports again
+RECIPE_VERSION = 4  # part of the cache key: a new recipe exports again
 # MatMuls kept in float32, by a fragment of their ONNX node name. The first layer's FFN
 # down-projection reads GELU outputs with the widest range of the network, so one 8-bit scale
 # per batch loses most there.
@@ -146,7 +146,11 @@ def quantizable(path: Path) -> list[str]:
 
 def quantize(fp32: Path, int8: Path) -> list[str]:
     """Dynamic int8 quantisation of the `quantizable` nodes, per output channel, 7-bit weights
-    (`REDUCE_RANGE`), but `FP32_NODES`; returns the names of the nodes kept in float32."""
+    (`REDUCE_RANGE`), but `FP32_NODES`; returns the names of the nodes kept in float32.
+
+    The weights go to `<int8>.data` beside the graph: ONNX Runtime maps that file into memory
+    instead of reading it, so the float32 token embedding matrix (370 MB of e5's 390 MB) is
+    resident only where rows are looked up, as with torch's mapped safetensors."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -155,7 +159,7 @@ def quantize(fp32: Path, int8: Path) -> list[str]:
     with _without_root_records_from("onnxruntime"):  # advice and notes logged on the root logger
         quantize_dynamic(str(fp32), str(int8), op_types_to_quantize=["MatMul", "Attention"],
                          per_channel=True, reduce_range=REDUCE_RANGE,
-                         weight_type=QuantType.QInt8,
+                         weight_type=QuantType.QInt8, use_external_data_format=True,
                          nodes_to_quantize=[name for name in nodes if name not in kept],
                          # fused operators are outside shape inference's reach: float tensors
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
