@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from polyseek.train.data import TrainDataError
+from polyseek.train.embedder import EmbedderSettings, check_settings
+
 from support import cli
 
 
@@ -44,6 +47,8 @@ def test_lora_without_a_task_is_refused(tmp_path, pairs_file):
     done = cli("train", "embedder", str(pairs_file), "--output", str(tmp_path / "o"), "--lora")
     assert done.returncode == 2 and "--lora needs --task" in done.stderr
     assert "Traceback" not in done.stderr
+    with pytest.raises(TrainDataError, match="LoRA adapter's rank; add --lora"):
+        check_settings(EmbedderSettings(str(pairs_file), tmp_path / "r", lora_rank=4))
 
 
 def test_train_reranker_prints_its_scores(tmp_path, pairs_file, tiny_encoder):

@@ -89,6 +89,8 @@ def check_settings(s: EmbedderSettings) -> None:
         raise TrainDataError("--lora needs --task NAME: the task the adapter is served as")
     if s.task and not s.lora:
         raise TrainDataError("--task names a LoRA adapter; add --lora")
+    if s.lora_rank and not s.lora:
+        raise TrainDataError("--lora-rank is a LoRA adapter's rank; add --lora --task NAME")
     if s.batch_size < 2:
         raise TrainDataError("--batch-size must be at least 2 (in-batch negatives)")
     if s.temperature <= 0:
