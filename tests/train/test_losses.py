@@ -22,6 +22,9 @@ def test_matryoshka_loss_has_a_term_per_dim_and_sums_them():
     short = info_nce(torch.nn.functional.normalize(queries[:, :8], dim=-1),
                      torch.nn.functional.normalize(docs[:, :8], dim=-1), mask, 0.05)
     assert torch.allclose(terms[8], short)
+    weighted, same = matryoshka_info_nce(queries, docs, mask, 0.05, [8, 16], {8: 4.0})
+    assert all(torch.equal(same[d], terms[d]) for d in same)  # terms stay unweighted
+    assert torch.allclose(weighted, 4 * terms[8] + terms[16] + terms[32])
 
 
 def test_info_nce_is_low_when_each_query_matches_its_positive():

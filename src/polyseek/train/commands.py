@@ -34,14 +34,15 @@ MineNegatives = Annotated[int, typer.Option(
 AsJson = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
 
 
-def _dims(text: str | None) -> tuple[int, ...] | None:
+def _numbers(text: str | None, kind: type, option: str, example: str) -> tuple | None:
+    """A comma-separated list of `kind` (int or float), or None for an empty option."""
     if not text:
         return None
     try:
-        return tuple(int(d) for d in text.split(",") if d.strip())
+        return tuple(kind(d) for d in text.split(",") if d.strip())
     except ValueError as exc:
-        raise typer.BadParameter("expected integers, e.g. 64,128,256",
-                                 param_hint="--matryoshka-dims") from exc
+        raise typer.BadParameter(f"expected numbers, e.g. {example}",
+                                 param_hint=option) from exc
 
 
 def _run(train, settings) -> dict:
@@ -96,6 +97,9 @@ def embedder(
     matryoshka_dims: Annotated[str | None, typer.Option(
         help="Matryoshka loss dims, e.g. 64,128,256 (default: the model's declared ones)")
     ] = None,
+    matryoshka_weights: Annotated[str | None, typer.Option(
+        help="a loss weight per Matryoshka dim, e.g. 4,1,1 (default 1 each; the full size "
+        "weighs 1)")] = None,
     mine_negatives: MineNegatives = 0,
     negatives_per_query: Annotated[int, typer.Option(
         help="hard negatives per query in each batch")] = 1,
@@ -123,7 +127,10 @@ def embedder(
 
     settings = EmbedderSettings(
         str(data), output, model=model, lora=lora, task=task, prompt=prompt,
-        matryoshka_dims=_dims(matryoshka_dims), mine_negatives=mine_negatives,
+        matryoshka_dims=_numbers(matryoshka_dims, int, "--matryoshka-dims", "64,128,256"),
+        matryoshka_weights=_numbers(matryoshka_weights, float, "--matryoshka-weights",
+                                    "4,1,1"),
+        mine_negatives=mine_negatives,
         negatives_per_query=negatives_per_query, temperature=temperature,
         batch_size=batch_size, learning_rate=learning_rate, epochs=epochs,
         max_steps=max_steps, max_length=max_length, lora_rank=lora_rank,

@@ -66,6 +66,7 @@ class EmbedderSettings:
     learning_rate: float | None = None  # default 3e-5 (full) or 3e-4 (LoRA)
     temperature: float = 0.05
     matryoshka_dims: tuple[int, ...] | None = None
+    matryoshka_weights: tuple[float, ...] | None = None  # one per dim; the full size weighs 1
     mine_negatives: int = 0
     negatives_per_query: int = 1
     heldout: float = 0.1
@@ -173,6 +174,19 @@ def curve_dims(settings: EmbedderSettings, encoder: Embedder) -> tuple[tuple[int
     return trained, sorted(set(trained or CURVE_DIMS))
 
 
+def loss_weights(settings: EmbedderSettings, trained: tuple[int, ...]) -> dict[int, float]:
+    """The Matryoshka term weight of each trained dim (the others weigh 1)."""
+    weights = settings.matryoshka_weights
+    if not weights:
+        return {}
+    if len(weights) != len(trained):
+        raise TrainDataError(f"--matryoshka-weights gives {len(weights)} weights for "
+                             f"{len(trained)} Matryoshka dims {list(trained)}")
+    if any(w <= 0 for w in weights):
+        raise TrainDataError("--matryoshka-weights must be positive")
+    return dict(zip(trained, weights, strict=True))
+
+
 def prepare(encoder: Embedder, data: TrainingData, train: list, heldout: list,
             dataset: Dataset, settings: EmbedderSettings, dims: list[int]) -> dict:
     """What is computed once with the starting model: the held-out curve, mined negatives."""
@@ -192,7 +206,7 @@ def prepare(encoder: Embedder, data: TrainingData, train: list, heldout: list,
 
 
 def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSettings,
-                  dims: tuple[int, ...]) -> loop.StepFn:
+                  dims: tuple[int, ...], weights: dict[int, float]) -> loop.StepFn:
     def step(index: int) -> tuple[torch.Tensor, dict[str, float]]:
         batch = [rows[i] for i in loop.batch_indices(index, len(rows), settings.batch_size,
                                                      settings.seed)]
@@ -204,7 +218,7 @@ def step_function(trainee: Trainee, rows: list[Example], settings: EmbedderSetti
         docs = trainee.encode(documents, "document")
         mask = false_negative_mask([row.positives for row in batch], documents)
         total, terms = matryoshka_info_nce(queries.pooled, docs.pooled, mask,
-                                           settings.temperature, dims)
+                                           settings.temperature, dims, weights)
         logged = {f"loss@{d}": float(t.detach()) for d, t in terms.items()}
         if queries.tokens is not None:  # the multi-vector head: late-interaction InfoNCE
             late = late_interaction_info_nce(queries.tokens, queries.mask, docs.tokens,
@@ -230,6 +244,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
     trainee, encoder, base = load_trainee(settings)
     check_modalities(data, encoder, settings.model)
     trained_dims, dims = curve_dims(settings, encoder)
+    weights = loss_weights(settings, trained_dims)
     extra = payload["extra"] if payload else prepare(encoder, data, train, heldout, dataset,
                                                      settings, dims)
     for query in train:
@@ -243,7 +258,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         learning_rate=settings.learning_rate or (3e-4 if settings.lora else 3e-5),
         checkpoint_every=settings.checkpoint_every, seed=settings.seed)
     clock = time.perf_counter()
-    state = loop.run(trainee.params, step_function(trainee, rows, settings, trained_dims),
+    state = loop.run(trainee.params, step_function(trainee, rows, settings, trained_dims, weights),
                      schedule, output, config, loop.LoopState(extra=extra), payload,
                      settings.on_step, "training embedder")
     train_seconds = round(time.perf_counter() - clock, 1)
@@ -258,6 +273,7 @@ def train_embedder(settings: EmbedderSettings) -> dict:
         "train_queries": len(train), "train_examples": len(rows),
         "heldout_queries": len(heldout), "corpus": len(data.corpus),
         "steps": schedule.steps, "matryoshka_dims": list(trained_dims),
+        "matryoshka_weights": {str(d): w for d, w in weights.items()} or None,
         "loss_first": state.losses[0]["loss"] if state.losses else None,
         "loss_last": loop.mean_loss(state.losses[-max(1, len(state.losses) // 10):]),
         "ndcg@10": {"before": extra["before"], "after": after},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,12 @@ def info_nce_logits(similarity: torch.Tensor, mask: torch.Tensor,
 
 
 def matryoshka_info_nce(queries: torch.Tensor, documents: torch.Tensor, mask: torch.Tensor,
-                        temperature: float, dims: Sequence[int]
+                        temperature: float, dims: Sequence[int],
+                        weights: Mapping[int, float] | None = None
                         ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """The sum of InfoNCE on each prefix of the embeddings (each dim in `dims`, and the full
-    size), each prefix re-normalised; returns (total, term per dim).
+    """The weighted sum of InfoNCE on each prefix of the embeddings (each dim in `dims`, and
+    the full size; weight 1 where `weights` names none), each prefix re-normalised; returns
+    (total, unweighted term per dim).
 
     queries [B, D], documents [N, D]: pooled, not yet normalised."""
     full = queries.shape[-1]
@@ -39,7 +41,9 @@ def matryoshka_info_nce(queries: torch.Tensor, documents: torch.Tensor, mask: to
         q = F.normalize(queries[:, :dim], dim=-1)
         d = F.normalize(documents[:, :dim], dim=-1)
         terms[dim] = info_nce(q, d, mask, temperature)
-    return torch.stack(list(terms.values())).sum(), terms
+    weights = weights or {}
+    total = torch.stack([weights.get(dim, 1.0) * term for dim, term in terms.items()]).sum()
+    return total, terms
 
 
 def false_negative_mask(positives: Sequence[frozenset[str]], documents: Sequence[str]
