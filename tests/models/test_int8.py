@@ -147,6 +147,8 @@ def test_export_is_cached_and_rebuilt_when_the_source_changes(cross_encoder_dir,
     assert (first / "model.onnx").exists()
     recipe = json.loads((first / "recipe.json").read_text())
     assert recipe["output"] == "logits" and recipe["fp32_nodes"]  # the kept layer is named
+    graph_mode = (first / "model.onnx").stat().st_mode
+    assert (first / "model.onnx.data").stat().st_mode == graph_mode  # onnx's 0600 undone
     mtime = (first / "model.onnx").stat().st_mtime_ns
     load_model(f"{source}@int8")  # cached: not exported again
     assert (first / "model.onnx").stat().st_mtime_ns == mtime

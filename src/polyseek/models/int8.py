@@ -163,6 +163,9 @@ def quantize(fp32: Path, int8: Path) -> list[str]:
                          nodes_to_quantize=[name for name in nodes if name not in kept],
                          # fused operators are outside shape inference's reach: float tensors
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    # onnx writes the weights file owner-only (0600): give it the graph's mode, so a cache
+    # shared between users is readable as the graph is
+    shutil.copymode(int8, int8.with_name(f"{int8.name}.data"))
     return kept
 
 
